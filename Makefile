@@ -1,0 +1,41 @@
+# One-command set-up, tests and demo.
+#   make setup   create .venv and install everything (CPU build of torch + spconv by default)
+#   make test    setup + the test suite
+#   make demo    setup + the main job on the embedded synthetic dataset
+# GPU machines: `make setup CUDA=1` installs spconv-cu118 instead of the CPU spconv build;
+# TORCH_SPEC chooses the torch requirement (default: torch==2.13.0).
+
+PYTHON     ?= python3
+VENV       ?= .venv
+CUDA       ?= 0
+TORCH_SPEC ?= torch==2.13.0
+ifeq ($(CUDA),1)
+SPCONV_SPEC ?= spconv-cu118
+else
+SPCONV_SPEC ?= spconv
+endif
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.installed-$(CUDA)
+DEMO_DIR   ?= output/demo
+
+.PHONY: setup test demo clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.py requirements.txt Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install "$(TORCH_SPEC)"
+	$(PY) -m pip install "$(SPCONV_SPEC)"
+	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps -e .
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+demo: setup
+	$(PY) -m pcdet.demo --out $(DEMO_DIR)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,3 @@
+"""pcdet: an OpenPCDet-style 3D LiDAR perception toolkit for knowledge distillation."""
+
+__version__ = "0.1.0"
