@@ -89,3 +89,40 @@ def points_in_boxes_mask_reference(points, boxes3d):
     return (
         (np.abs(u) <= boxes[:, 3:4] / 2) & (np.abs(v) <= boxes[:, 4:5] / 2) & (np.abs(d[..., 2]) <= boxes[:, 5:6] / 2)
     )
+
+
+def mask_boxes_outside_range_numpy(boxes, limit_range, min_num_corners=1, use_center_to_filter=True):
+    """(N, 7+) LiDAR boxes -> (N,) bool mask of the boxes to keep for ``limit_range``.
+
+    ``limit_range`` = ``[x_min, y_min, z_min, x_max, y_max, z_max]``. With ``use_center_to_filter``
+    a box is kept when its centre lies in the range (closed bounds); otherwise when at least
+    ``min_num_corners`` of its 8 corners lie inside the range in BEV (x, y only).
+    """
+    boxes = np.asarray(boxes)
+    if boxes.size == 0:
+        return np.zeros(0, dtype=bool)
+    limit_range = np.asarray(limit_range, dtype=np.float64)
+    if use_center_to_filter:
+        centers = boxes[:, 0:3]
+        return ((centers >= limit_range[0:3]) & (centers <= limit_range[3:6])).all(axis=-1)
+    corners = boxes_to_corners_3d(boxes[:, 0:7])[:, :, 0:2]
+    inside = ((corners >= limit_range[0:2]) & (corners <= limit_range[3:5])).all(axis=2)
+    return inside.sum(axis=1) >= min_num_corners
+
+
+def enlarge_box3d(boxes3d, extra_width=(0.0, 0.0, 0.0)):
+    """Copy of (N, 7+) LiDAR boxes with ``extra_width`` (3,) added to (dx, dy, dz); centre kept."""
+    large = np.array(boxes3d, copy=True)
+    if not np.issubdtype(large.dtype, np.floating):
+        large = large.astype(np.float64)
+    large[:, 3:6] += np.asarray(extra_width, dtype=large.dtype)[None, :]
+    return large
+
+
+def remove_points_in_boxes3d(points, boxes3d):
+    """(N, 3+C) points with those inside any of the (M, 7+) LiDAR boxes removed."""
+    from pcdet.ops.points_in_boxes import points_in_boxes_index
+
+    if len(boxes3d) == 0 or len(points) == 0:
+        return points
+    return points[points_in_boxes_index(points[:, 0:3], boxes3d) < 0]

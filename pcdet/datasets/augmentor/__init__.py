@@ -1,0 +1,1 @@
+"""Training-time data augmentation: config-named steps (:mod:`.data_augmentor`) and their helpers."""

@@ -1,0 +1,137 @@
+"""Training-time augmentation pipeline built from a ``DATA_AUGMENTOR`` config section.
+
+Owns :class:`DataAugmentor` and the registry :data:`AUGMENTATIONS` (step name -> builder). The
+section has ``AUG_CONFIG_LIST`` (a list of steps, each a mapping with ``NAME`` plus the step's
+own keys) and ``DISABLE_AUG_LIST`` (step names to skip). Steps run in list order on a
+``data_dict`` holding ``points`` (N, 3+C), ``gt_boxes`` (M, 7+) and ``gt_names`` (M,):
+
+* ``gt_sampling``: :class:`~pcdet.datasets.augmentor.database_sampler.DataBaseSampler`.
+* ``random_world_flip``: ``ALONG_AXIS_LIST`` of ``x``/``y``; each axis flips with p = 0.5 and is
+  recorded as ``flip_x`` / ``flip_y``.
+* ``random_world_rotation``: ``WORLD_ROT_ANGLE`` = [low, high] (rad), recorded as ``noise_rot``.
+* ``random_world_scaling``: ``WORLD_SCALE_RANGE`` = [low, high], recorded as ``noise_scale``.
+
+Unknown step names or unknown keys in a step raise :class:`pcdet.config.ConfigKeyError`.
+After the steps, headings are wrapped to [-pi, pi).
+"""
+import numpy as np
+
+from pcdet.config import ConfigKeyError, check_keys
+from pcdet.datasets.augmentor import augmentor_utils
+from pcdet.datasets.augmentor.database_sampler import DataBaseSampler
+from pcdet.utils.common_utils import limit_period
+
+
+class _Step:
+    """One configured augmentation: ``step(data_dict, rng) -> data_dict``."""
+
+    allowed = {"NAME"}
+
+    def __init__(self, cfg, where):
+        check_keys(cfg, self.allowed, where)
+        self.cfg = cfg
+
+
+class RandomWorldFlip(_Step):
+    allowed = {"NAME", "ALONG_AXIS_LIST"}
+
+    def __init__(self, cfg, where, **_):
+        super().__init__(cfg, where)
+        self.axes = list(cfg.get("ALONG_AXIS_LIST", ["x"]))
+        for axis in self.axes:
+            if axis not in ("x", "y"):
+                raise ValueError(f"{where}: ALONG_AXIS_LIST entries must be 'x' or 'y', got {axis!r}")
+
+    def __call__(self, data_dict, rng=None):
+        boxes, points = data_dict["gt_boxes"], data_dict["points"]
+        for axis in self.axes:
+            boxes, points, enabled = augmentor_utils.random_flip(boxes, points, axis, rng)
+            data_dict[f"flip_{axis}"] = enabled
+        data_dict["gt_boxes"], data_dict["points"] = boxes, points
+        return data_dict
+
+
+class RandomWorldRotation(_Step):
+    allowed = {"NAME", "WORLD_ROT_ANGLE"}
+
+    def __init__(self, cfg, where, **_):
+        super().__init__(cfg, where)
+        rot = cfg["WORLD_ROT_ANGLE"]
+        self.rot_range = [-abs(float(rot)), abs(float(rot))] if np.isscalar(rot) else [float(r) for r in rot]
+
+    def __call__(self, data_dict, rng=None):
+        data_dict["gt_boxes"], data_dict["points"], angle = augmentor_utils.global_rotation(
+            data_dict["gt_boxes"], data_dict["points"], self.rot_range, rng
+        )
+        data_dict["noise_rot"] = angle
+        return data_dict
+
+
+class RandomWorldScaling(_Step):
+    allowed = {"NAME", "WORLD_SCALE_RANGE"}
+
+    def __init__(self, cfg, where, **_):
+        super().__init__(cfg, where)
+        self.scale_range = [float(s) for s in cfg["WORLD_SCALE_RANGE"]]
+
+    def __call__(self, data_dict, rng=None):
+        data_dict["gt_boxes"], data_dict["points"], scale = augmentor_utils.global_scaling(
+            data_dict["gt_boxes"], data_dict["points"], self.scale_range, rng
+        )
+        data_dict["noise_scale"] = scale
+        return data_dict
+
+
+class GtSampling:
+    def __init__(self, cfg, where, root_path=None, class_names=None, logger=None):
+        self.sampler = DataBaseSampler(root_path, cfg, class_names, logger=logger)
+
+    def __call__(self, data_dict, rng=None):
+        return self.sampler(data_dict, rng)
+
+
+AUGMENTATIONS = {
+    "gt_sampling": GtSampling,
+    "random_world_flip": RandomWorldFlip,
+    "random_world_rotation": RandomWorldRotation,
+    "random_world_scaling": RandomWorldScaling,
+}
+
+
+class DataAugmentor:
+    """Runs the configured augmentation steps in order (training only)."""
+
+    def __init__(self, root_path, augmentor_configs, class_names, logger=None):
+        check_keys(augmentor_configs, {"AUG_CONFIG_LIST", "DISABLE_AUG_LIST"}, "DATA_AUGMENTOR")
+        self.root_path = root_path
+        self.class_names = class_names
+        self.logger = logger
+        disabled = set(augmentor_configs.get("DISABLE_AUG_LIST", []) or [])
+        self.steps = []
+        for i, cfg in enumerate(augmentor_configs.get("AUG_CONFIG_LIST", []) or []):
+            name = cfg.get("NAME")
+            where = f"DATA_AUGMENTOR.AUG_CONFIG_LIST[{i}] ({name})"
+            if name not in AUGMENTATIONS:
+                raise ConfigKeyError(f"{where}: unknown augmentation {name!r}; known: {', '.join(sorted(AUGMENTATIONS))}")
+            if name in disabled:
+                continue
+            step = AUGMENTATIONS[name](cfg, where, root_path=root_path, class_names=class_names, logger=logger)
+            self.steps.append((name, step))
+
+    @property
+    def step_names(self):
+        return [name for name, _ in self.steps]
+
+    def forward(self, data_dict, rng=None):
+        """Apply every enabled step; ``gt_boxes``/``gt_names`` are filtered by ``gt_boxes_mask`` at the end."""
+        for _, step in self.steps:
+            data_dict = step(data_dict, rng)
+        if len(data_dict["gt_boxes"]):
+            data_dict["gt_boxes"][:, 6] = limit_period(data_dict["gt_boxes"][:, 6], offset=0.5, period=2 * np.pi)
+        if "gt_boxes_mask" in data_dict:
+            mask = data_dict.pop("gt_boxes_mask")
+            data_dict["gt_boxes"] = data_dict["gt_boxes"][mask]
+            data_dict["gt_names"] = data_dict["gt_names"][mask]
+        return data_dict
+
+    __call__ = forward

@@ -1,0 +1,233 @@
+"""Dataset base class: info -> augmentation (training only) -> feature encoding -> processing -> batch.
+
+Owns :class:`DatasetTemplate` (subclassed per dataset, e.g. ``KittiDataset``), its
+:meth:`~DatasetTemplate.collate_batch` and :class:`DatasetFileError`.
+
+Paths: ``DATA_PATH`` in a dataset config is absolute or relative to the repository root
+(:data:`pcdet.utils.paths.REPO_ROOT`), never to the current directory; the ``root_path``
+argument, when given, overrides it.
+
+Per-sample ``data_dict`` (output of :meth:`DatasetTemplate.prepare_data`)
+--------------------------------------------------------------------------
+``frame_id`` str; ``points`` (N, C) float32 (C = ``num_point_features``, x, y, z first);
+``gt_boxes`` (M, 8) float32 ``[x, y, z, dx, dy, dz, heading, class]`` in the LiDAR frame, class
+1-based in ``class_names`` (only when the frame has labels); ``voxels`` (V, P, C),
+``voxel_coords`` (V, 3) int32 (z, y, x), ``voxel_num_points`` (V,) when the config voxelises;
+plus whatever the subclass adds (KITTI: ``calib``, ``image_shape``) and the augmentation record in
+training (``flip_x``, ``noise_rot``, ``noise_scale``, ``num_sampled_gt``).
+
+``batch_dict`` (output of :meth:`DatasetTemplate.collate_batch`; numpy, models convert to torch)
+---------------------------------------------------------------------------------------------
+=====================  =================  ===================================================
+key                    shape / type       meaning
+=====================  =================  ===================================================
+batch_size             int                B
+frame_id               (B,) str array     frame ids
+points                 (sum N, 1 + C)     column 0 = batch index, then the point features
+voxels                 (sum V, P, C)      concatenated over the batch
+voxel_num_points       (sum V,) int32     valid points per voxel
+voxel_coords           (sum V, 1 + 3)     [batch index, z, y, x] int32
+gt_boxes               (B, max(1, max M), 8) float32, zero rows pad (class 0 = padding)
+calib                  list of B          per-frame calibration objects
+image_shape            (B, 2) int         (H, W) of image 2 (KITTI)
+use_lead_xyz           (B,) bool
+flip_x, noise_rot, ... (B,)               augmentation record (training)
+=====================  =================  ===================================================
+
+Keys written by a suffixed voxeliser (``voxels_teacher``, ``voxel_coords_teacher``, ...) are
+collated like their unsuffixed counterparts. An empty cloud (or one with no point in
+``POINT_CLOUD_RANGE``) is valid: it gives zero points and zero voxels, and a warning naming the
+frame.
+"""
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch.utils.data as torch_data
+
+from pcdet.datasets.augmentor.data_augmentor import DataAugmentor
+from pcdet.datasets.processor.data_processor import DataProcessor
+from pcdet.datasets.processor.point_feature_encoder import PointFeatureEncoder
+from pcdet.utils.paths import REPO_ROOT
+
+
+class DatasetFileError(ValueError):
+    """A data file (point cloud, info pickle, ...) is missing or malformed; the message names it."""
+
+
+def resolve_data_path(data_path):
+    """``DATA_PATH`` -> absolute Path (relative paths are taken from the repository root)."""
+    path = Path(data_path).expanduser()
+    return path if path.is_absolute() else (REPO_ROOT / path)
+
+
+def load_points_bin(path, num_features=4):
+    """Read a float32 point file (e.g. KITTI velodyne ``.bin``) as (N, ``num_features``).
+
+    Raises :class:`DatasetFileError` naming the file when it is missing or its size is not a
+    multiple of ``4 * num_features`` bytes. An empty file gives a (0, num_features) array.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetFileError(f"point cloud file not found: {path}")
+    size = path.stat().st_size
+    row = 4 * num_features
+    if size % row != 0:
+        raise DatasetFileError(
+            f"{path}: size {size} bytes is not a multiple of {row} (float32 x {num_features} features per point)"
+        )
+    return np.fromfile(path, dtype=np.float32).reshape(-1, num_features)
+
+
+def _as_boxes(boxes):
+    arr = np.asarray(boxes, dtype=np.float32)
+    if arr.size == 0:
+        return np.zeros((0, arr.shape[-1] if arr.ndim == 2 else 7), dtype=np.float32)
+    return arr.reshape(-1, arr.shape[-1])
+
+
+def _suffix_of(key, base):
+    """The suffix when ``key`` is ``base`` or ``base`` + '_...', else None."""
+    if key == base:
+        return ""
+    if key.startswith(base + "_"):
+        return key[len(base) :]
+    return None
+
+
+class DatasetTemplate(torch_data.Dataset):
+    def __init__(self, dataset_cfg=None, class_names=None, training=True, root_path=None, logger=None):
+        super().__init__()
+        self.dataset_cfg = dataset_cfg
+        self.training = training
+        self.class_names = list(class_names)
+        self.logger = logger
+        if root_path is not None:
+            self.root_path = resolve_data_path(root_path)
+        else:
+            self.root_path = resolve_data_path(dataset_cfg.DATA_PATH)
+        self.point_cloud_range = np.array(dataset_cfg.POINT_CLOUD_RANGE, dtype=np.float32)
+        if self.point_cloud_range.shape != (6,) or (self.point_cloud_range[3:6] <= self.point_cloud_range[0:3]).any():
+            raise ValueError(f"POINT_CLOUD_RANGE must be [xmin, ymin, zmin, xmax, ymax, zmax], got {dataset_cfg.POINT_CLOUD_RANGE}")
+        self.point_feature_encoder = PointFeatureEncoder(dataset_cfg.POINT_FEATURE_ENCODING, self.point_cloud_range)
+        aug_cfg = dataset_cfg.get("DATA_AUGMENTOR")
+        self.data_augmentor = (
+            DataAugmentor(self.root_path, aug_cfg, self.class_names, logger=logger)
+            if self.training and aug_cfg is not None
+            else None
+        )
+        self.data_processor = DataProcessor(
+            dataset_cfg.get("DATA_PROCESSOR", []),
+            point_cloud_range=self.point_cloud_range,
+            training=self.training,
+            num_point_features=self.point_feature_encoder.num_point_features,
+        )
+        self.grid_size = self.data_processor.grid_size
+        self.voxel_size = self.data_processor.voxel_size
+        self.total_epochs = 0
+        self._merge_all_iters_to_one_epoch = False
+
+    @property
+    def mode(self):
+        return "train" if self.training else "test"
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if "logger" in state:
+            del state["logger"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.logger = None
+
+    def merge_all_iters_to_one_epoch(self, merge=True, epochs=None):
+        self._merge_all_iters_to_one_epoch = merge
+        self.total_epochs = epochs if merge else 0
+
+    def __len__(self):
+        raise NotImplementedError
+
+    def __getitem__(self, index):
+        raise NotImplementedError
+
+    def _warn(self, message):
+        if self.logger is not None:
+            self.logger.warning(message)
+        else:
+            warnings.warn(message, stacklevel=3)
+
+    def prepare_data(self, data_dict):
+        """Augment (training), keep ``class_names`` boxes, encode features, run the processor.
+
+        ``data_dict`` needs ``points`` and ``frame_id``; with labels also ``gt_boxes`` (M, 7) in
+        the LiDAR frame and ``gt_names`` (M,). Returns the per-sample dict described above.
+        """
+        frame_id = data_dict.get("frame_id", "?")
+        n_raw = len(data_dict["points"])
+        if self.training and self.data_augmentor is not None:
+            if "gt_boxes" not in data_dict:
+                raise ValueError(f"frame {frame_id}: training needs gt_boxes (labels) for augmentation")
+            gt_names = np.asarray(data_dict["gt_names"]).astype(str)
+            data_dict["gt_names"] = gt_names
+            data_dict["gt_boxes"] = _as_boxes(data_dict["gt_boxes"])
+            data_dict["gt_boxes_mask"] = np.array([n in self.class_names for n in gt_names], dtype=bool)
+            data_dict = self.data_augmentor.forward(data_dict)
+
+        if data_dict.get("gt_boxes") is not None:
+            gt_names = np.asarray(data_dict["gt_names"]).astype(str)
+            selected = np.array([n in self.class_names for n in gt_names], dtype=bool)
+            boxes = _as_boxes(data_dict["gt_boxes"])[selected]
+            classes = np.array([self.class_names.index(n) + 1 for n in gt_names[selected]], dtype=np.float32)
+            data_dict["gt_boxes"] = np.concatenate([boxes, classes.reshape(-1, 1)], axis=1)
+            data_dict["gt_names"] = gt_names[selected]
+
+        data_dict = self.point_feature_encoder.forward(data_dict)
+        data_dict = self.data_processor.forward(data_dict)
+
+        if len(data_dict["points"]) == 0:
+            where = "the point cloud is empty" if n_raw == 0 else f"none of its {n_raw} points is inside POINT_CLOUD_RANGE"
+            self._warn(f"frame {frame_id}: {where}; it yields zero points and zero voxels")
+        data_dict.pop("gt_names", None)
+        return data_dict
+
+    @staticmethod
+    def collate_batch(batch_list, _unused=False):
+        """List of per-sample dicts -> one ``batch_dict`` (layout in the module docstring)."""
+        merged = defaultdict(list)
+        for sample in batch_list:
+            for key, val in sample.items():
+                merged[key].append(val)
+        batch_size = len(batch_list)
+        out = {}
+        for key, vals in merged.items():
+            if len(vals) != batch_size:
+                raise ValueError(f"collate_batch: key {key!r} is present in only {len(vals)} of {batch_size} samples")
+            if _suffix_of(key, "voxels") is not None or _suffix_of(key, "voxel_num_points") is not None:
+                out[key] = np.concatenate(vals, axis=0)
+            elif _suffix_of(key, "points") is not None or _suffix_of(key, "voxel_coords") is not None:
+                padded = [
+                    np.concatenate([np.full((len(v), 1), i, dtype=v.dtype), v], axis=1) for i, v in enumerate(vals)
+                ]
+                out[key] = np.concatenate(padded, axis=0)
+            elif key == "gt_boxes":
+                width = max(v.shape[-1] if v.ndim == 2 else 8 for v in vals)
+                max_gt = max(1, max(len(v) for v in vals))
+                boxes = np.zeros((batch_size, max_gt, width), dtype=np.float32)
+                for i, v in enumerate(vals):
+                    if len(v):
+                        boxes[i, : len(v), :] = v
+                out[key] = boxes
+            elif key == "frame_id":
+                out[key] = np.array(vals)
+            elif key in ("calib", "metadata"):
+                out[key] = vals
+            else:
+                try:
+                    out[key] = np.stack(vals, axis=0)
+                except ValueError:
+                    out[key] = vals
+        out["batch_size"] = batch_size
+        return out
+

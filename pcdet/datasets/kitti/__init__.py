@@ -1,0 +1,1 @@
+"""KITTI dataset helpers: evaluation (``eval``)."""

@@ -1,0 +1,1 @@
+"""Point feature encoding and config-named point/voxel processing steps."""
