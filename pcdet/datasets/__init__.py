@@ -8,11 +8,9 @@ import importlib
 import random
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 
-from pcdet.datasets.dataset import DatasetTemplate
+# torch and the dataset modules are imported inside the functions: light tools such as the KITTI
+# evaluator (``pcdet.datasets.kitti.eval``) import this package and must start quickly.
 
 #: DATASET name -> (module, class); resolved lazily.
 _DATASETS = {
@@ -30,6 +28,8 @@ def get_dataset_class(name):
 
 def __getattr__(name):
     if name == "__all__":
+        from pcdet.datasets.dataset import DatasetTemplate
+
         registry = {"DatasetTemplate": DatasetTemplate}
         registry.update({key: get_dataset_class(key) for key in _DATASETS})
         return registry
@@ -45,6 +45,8 @@ def seed_worker(worker_id):
     epoch from the loader's generator, so augmentations differ between workers and epochs and are
     reproducible when the generator is seeded.
     """
+    import torch
+
     s = torch.initial_seed() % (2**32)
     np.random.seed(s)
     random.seed(s)
@@ -59,6 +61,10 @@ def build_dataloader(dataset_cfg, class_names, batch_size, dist, root_path=None,
     and the per-worker seeds, see :func:`seed_worker`), so augmentations are reproducible with
     ``workers > 0``; with ``workers=0`` augmentations use the caller's global numpy state.
     """
+    import torch
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+
     dataset = get_dataset_class(dataset_cfg.DATASET)(
         dataset_cfg=dataset_cfg, class_names=class_names, root_path=root_path, training=training, logger=logger
     )

@@ -1,0 +1,1 @@
+"""Benchmarks (run as ``python -m benchmark.<name>`` from the repository root)."""
