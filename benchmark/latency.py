@@ -1,0 +1,139 @@
+"""End-to-end and per-module inference latency of one or more detectors on one frame.
+
+    python -m benchmark.latency --cfg_file A --cfg_file B ... [--frame PATH] [--device cpu|cuda]
+                                [--runs 30] [--warmup 5] [--csv OUT]
+
+End to end = voxelisation (the config's data processor) + collation + transfer + model forward
+including post-processing (NMS) = "voxelisation to boxes". Per module = forward hooks around each
+top-level module of the detector; ``post_processing`` is what remains of the forward. On CUDA
+every timestamp synchronises first. Models are timed round-robin (run r of every model before run
+r+1) so machine noise hits all of them alike; each model's speed-up is over the first model, as
+a ratio of medians measured in the same run. Reports median and inter-quartile range (IQR).
+"""
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pcdet.datasets.dataset import load_points_bin
+from pcdet.datasets.point_cloud_files import PointCloudFileDataset
+from pcdet.models import build_network, load_data_to_device
+from pcdet.train_utils.experiment import experiment_name, load_experiment_cfg, resolve_device
+from benchmark.complexity import default_frame
+
+
+class _Timer:
+    """Timestamps around each top-level module (forward pre-hook / hook)."""
+
+    def __init__(self, model, device):
+        self.device, self.times, self._start = device, {}, {}
+        self.handles = []
+        for name, module in model.named_children():
+            if name in ("module_list",) or not isinstance(module, torch.nn.Module):
+                continue
+            self.handles.append(module.register_forward_pre_hook(self._pre(name)))
+            self.handles.append(module.register_forward_hook(self._post(name)))
+
+    def now(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def _pre(self, name):
+        def fn(module, inputs):
+            self._start[name] = self.now()
+        return fn
+
+    def _post(self, name):
+        def fn(module, inputs, output):
+            self.times[name] = self.now() - self._start[name]
+        return fn
+
+
+class _Model:
+    def __init__(self, cfg_file, frame, device):
+        self.cfg = load_experiment_cfg(cfg_file)
+        self.name = experiment_name(cfg_file)
+        self.dataset = PointCloudFileDataset(self.cfg.DATA_CONFIG, self.cfg.CLASS_NAMES, [frame])
+        self.model = build_network(self.cfg.MODEL, len(self.cfg.CLASS_NAMES), self.dataset).to(device).eval()
+        self.points = load_points_bin(frame)
+        self.device = device
+        self.timer = _Timer(self.model, device)
+        self.records = []
+
+    def run_once(self):
+        t = self.timer
+        t0 = t.now()
+        sample = self.dataset.prepare_data({"points": self.points.copy(), "frame_id": "latency"})
+        batch = load_data_to_device(self.dataset.collate_batch([sample]), self.device)
+        t1 = t.now()
+        with torch.no_grad():
+            self.model(batch)
+        t2 = t.now()
+        rec = {"voxelisation": t1 - t0, "end_to_end": t2 - t0}
+        rec.update(t.times)
+        rec["post_processing"] = (t2 - t1) - sum(t.times.values())
+        return rec
+
+
+def _stats(values):
+    arr = np.asarray(values) * 1000.0
+    q1, med, q3 = np.percentile(arr, [25, 50, 75])
+    return med, q3 - q1
+
+
+def measure(cfg_files, frame=None, device="cpu", runs=30, warmup=5):
+    device = resolve_device(device)
+    frame = Path(frame) if frame else default_frame()
+    models = [_Model(c, frame, device) for c in cfg_files]
+    for _ in range(warmup):
+        for m in models:
+            m.run_once()
+    for _ in range(runs):
+        for m in models:
+            m.records.append(m.run_once())
+    rows = []
+    base = None
+    for m in models:
+        stages = list(m.records[0].keys())
+        for stage in stages:
+            med, iqr = _stats([r[stage] for r in m.records])
+            row = {"model": m.name, "stage": stage, "median_ms": round(med, 3), "iqr_ms": round(iqr, 3),
+                   "runs": runs, "device": str(device), "frame": frame.name, "speedup_vs_first": ""}
+            if stage == "end_to_end":
+                base = med if base is None else base
+                row["speedup_vs_first"] = round(base / med, 3)
+            rows.append(row)
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="inference latency (median, IQR) of detectors on one frame")
+    p.add_argument("--cfg_file", required=True, action="append")
+    p.add_argument("--frame", default=None)
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--csv", default=None, help="write all rows here")
+    args = p.parse_args(argv)
+    if args.frame is None and not default_frame().is_file():
+        sys.exit(f"no --frame given and the default real frame {default_frame()} is absent")
+    rows = measure(args.cfg_file, args.frame, args.device, args.runs, args.warmup)
+    print(f"{'model':40s} {'stage':22s} {'median ms':>10s} {'IQR ms':>8s} {'speed-up':>8s}")
+    for r in rows:
+        print(f"{r['model']:40s} {r['stage']:22s} {r['median_ms']:10.2f} {r['iqr_ms']:8.2f} {str(r['speedup_vs_first']):>8s}")
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+            w.writeheader()
+            w.writerows(rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

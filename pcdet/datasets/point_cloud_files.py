@@ -1,0 +1,27 @@
+"""PointCloudFileDataset: run a model on arbitrary point files (no labels, no infos).
+
+Used for inference on single frames, and by ``benchmark.complexity`` / ``benchmark.latency``.
+Each item is a float32 ``.bin`` file (``NUM_POINT_FEATURES`` columns, KITTI layout by default)
+passed through the config's feature encoder and data processor exactly as in testing.
+"""
+from pathlib import Path
+
+from pcdet.datasets.dataset import DatasetTemplate, load_points_bin
+
+
+class PointCloudFileDataset(DatasetTemplate):
+    def __init__(self, dataset_cfg, class_names, files, num_point_features=4, logger=None):
+        super().__init__(dataset_cfg=dataset_cfg, class_names=class_names, training=False,
+                         root_path=Path(files[0]).parent if files else None, logger=logger)
+        if not files:
+            raise ValueError("PointCloudFileDataset needs at least one point file")
+        self.files = [Path(f) for f in files]
+        self.num_point_features = num_point_features
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, index):
+        path = self.files[index]
+        points = load_points_bin(path, self.num_point_features)
+        return self.prepare_data({"points": points, "frame_id": path.stem})

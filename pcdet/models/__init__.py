@@ -1,0 +1,30 @@
+"""Models: detectors (``detectors/``) assembled from VFEs, 3D/2D backbones and heads.
+
+``build_network(model_cfg, num_class, dataset)`` is the single entry point; a config with a ``KD``
+section will be wrapped by the distillation package.
+"""
+import numpy as np
+import torch
+
+from pcdet.models.detectors import build_detector
+
+_NON_TENSOR_KEYS = {"frame_id", "metadata", "calib", "image_shape", "batch_size", "use_lead_xyz", "image_paths"}
+
+
+def build_network(model_cfg, num_class, dataset, kd_cfg=None):
+    """The detector of ``model_cfg``; with a ``KD`` section, the distillation wrapper around it."""
+    if kd_cfg is not None:
+        raise RuntimeError("this config has a KD section but the distillation package (pcdet.kd) is not available")
+    return build_detector(model_cfg=model_cfg, num_class=num_class, dataset=dataset)
+
+
+def load_data_to_device(batch_dict, device):
+    """Move the numpy arrays of a collated batch onto ``device`` as tensors (in place)."""
+    for key, val in batch_dict.items():
+        if key in _NON_TENSOR_KEYS or not isinstance(val, np.ndarray):
+            continue
+        if key in ("voxel_coords", "voxel_num_points") or np.issubdtype(val.dtype, np.integer):
+            batch_dict[key] = torch.from_numpy(val).long().to(device)
+        else:
+            batch_dict[key] = torch.from_numpy(val).float().to(device)
+    return batch_dict

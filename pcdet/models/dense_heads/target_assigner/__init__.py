@@ -1,0 +1,1 @@
+"""Anchor generation and anchor-to-GT target assignment for anchor heads."""

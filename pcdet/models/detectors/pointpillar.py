@@ -1,0 +1,6 @@
+"""PointPillars (Lang et al., CVPR'19): PillarVFE -> PointPillarScatter -> BaseBEVBackbone -> anchor head."""
+from pcdet.models.detectors.detector3d_template import Detector3DTemplate
+
+
+class PointPillar(Detector3DTemplate):
+    module_topology = ["vfe", "map_to_bev_module", "backbone_2d", "dense_head"]

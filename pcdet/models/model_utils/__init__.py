@@ -1,0 +1,1 @@
+"""Helpers shared by detectors: post-processing NMS."""

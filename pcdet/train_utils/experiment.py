@@ -1,0 +1,61 @@
+"""What ``tools/train.py`` and ``tools/test.py`` share: config loading, output folders, devices, DDP set-up."""
+import os
+from pathlib import Path
+
+import torch
+
+from pcdet.config import cfg_from_list, cfg_from_yaml_file
+from pcdet.utils.paths import REPO_ROOT
+
+
+def load_experiment_cfg(cfg_file, set_cfgs=None):
+    """Load a model or KD config (``_BASE_CONFIG_`` resolved) and apply ``--set`` overrides."""
+    cfg = cfg_from_yaml_file(cfg_file)
+    if set_cfgs:
+        cfg_from_list(list(set_cfgs), cfg)
+    return cfg
+
+
+def experiment_name(cfg_file):
+    """``tools/cfgs/kitti_models/pointpillar.yaml`` -> ``kitti_models/pointpillar``;
+    ``kd_cfgs/kitti/x.yaml`` -> ``kd_cfgs/kitti/x``; a file outside the repository -> its stem."""
+    path = Path(cfg_file).resolve()
+    try:
+        rel = path.relative_to(REPO_ROOT)
+    except ValueError:
+        return path.stem
+    parts = list(rel.with_suffix("").parts)
+    if parts[:2] == ["tools", "cfgs"]:
+        parts = parts[2:]
+    return str(Path(*parts))
+
+
+def output_dir_for(cfg_file, extra_tag="default", output_root=None):
+    """``<output_root or REPO_ROOT/output>/<experiment name>/<extra_tag>`` (independent of the cwd)."""
+    root = Path(output_root) if output_root else REPO_ROOT / "output"
+    return root / experiment_name(cfg_file) / extra_tag
+
+
+def resolve_device(name="auto"):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda requested but CUDA is not available")
+    return torch.device(name)
+
+
+def init_distributed(launcher, device):
+    """``none`` -> (False, 0, 1); ``pytorch`` (torchrun) -> init the process group (gloo on CPU)."""
+    if launcher == "none":
+        return False, 0, 1
+    if launcher != "pytorch":
+        raise ValueError(f"--launcher {launcher!r}: use none or pytorch")
+    import torch.distributed as dist
+
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)
+    return True, dist.get_rank(), dist.get_world_size()

@@ -1,0 +1,160 @@
+"""The epoch loop: seeding, forward/backward, gradient clipping, NaN guard, checkpoints, logging.
+
+The loop only knows ``model(batch_dict) -> ({'loss': loss}, tb_dict, disp_dict)``; a distillation
+wrapper is just another model. Every epoch starts from RNG states derived from ``(seed, epoch)``,
+so a run resumed from the checkpoint of epoch ``e`` replays epochs ``e+1..`` exactly as an
+uninterrupted run would.
+"""
+import glob
+import math
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import tqdm
+
+from pcdet.models import load_data_to_device
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/Inf loss; the message names the step and the last good checkpoint."""
+
+
+def seed_epoch(seed, epoch, sampler=None, loader=None):
+    """Deterministic RNG state for one epoch: python, numpy, torch, the loader's generator
+    (shuffling and worker seeds) and a DistributedSampler all derive from ``(seed, epoch)``."""
+    s = (int(seed) * 1000003 + int(epoch)) % (2**31)
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+    if loader is not None and getattr(loader, "generator", None) is not None:
+        loader.generator.manual_seed(s)
+    if sampler is not None and hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+
+
+def unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def save_checkpoint_atomic(state, path):
+    """Write ``state`` to ``path`` via a temporary file and an atomic rename (no torn checkpoints)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def checkpoint_state(model, optimizer=None, scheduler=None, epoch=None, it=None, extra=None):
+    m = unwrap(model)
+    state = {
+        "model_state": {k: v.detach().cpu() for k, v in m.state_dict().items()},
+        "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+        "epoch": epoch,
+        "it": it,
+        "rng_state": {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+        },
+    }
+    if hasattr(m, "export_state_dict"):  # e.g. a KD wrapper: the student alone, for deployment
+        state["student_state"] = m.export_state_dict()
+    if extra:
+        state.update(extra)
+    return state
+
+
+def load_checkpoint_for_resume(path, model, optimizer, scheduler, logger=None):
+    """Restore model, optimizer and scheduler; returns (next_epoch, it)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    for key in ("model_state", "optimizer_state", "scheduler_state", "epoch"):
+        if key not in ckpt or ckpt[key] is None:
+            raise KeyError(f"{path}: not a resumable training checkpoint (no {key!r})")
+    from pcdet.models.detectors.detector3d_template import check_state_dict_compatible
+
+    check_state_dict_compatible(unwrap(model).state_dict(), ckpt["model_state"], str(path))
+    unwrap(model).load_state_dict(ckpt["model_state"])
+    optimizer.load_state_dict(ckpt["optimizer_state"])
+    scheduler.load_state_dict(ckpt["scheduler_state"])
+    if logger is not None:
+        logger.info(f"resumed from {path} (epoch {ckpt['epoch']}, iteration {ckpt['it']})")
+    return int(ckpt["epoch"]) + 1, int(ckpt["it"])
+
+
+def latest_checkpoint(ckpt_dir):
+    files = glob.glob(str(Path(ckpt_dir) / "checkpoint_epoch_*.pth"))
+    if not files:
+        return None
+    return max(files, key=lambda f: int(Path(f).stem.rsplit("_", 1)[-1]))
+
+
+def train_one_epoch(model, optimizer, loader, scheduler, accumulated_iter, grad_norm_clip, device, epoch,
+                    tb_log=None, progress=True, rank=0, last_good_ckpt=None):
+    model.train()
+    bar = tqdm.tqdm(total=len(loader), desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
+                    disable=not progress or rank != 0)
+    for batch in loader:
+        load_data_to_device(batch, device)
+        optimizer.zero_grad(set_to_none=True)
+        ret, tb_dict, disp_dict = model(batch)
+        loss = ret["loss"]
+        if not torch.isfinite(loss):
+            where = last_good_ckpt if last_good_ckpt else "none written yet"
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss.item()}) at epoch {epoch}, iteration {accumulated_iter}; "
+                f"parts: {tb_dict}; training stopped, last good checkpoint: {where}"
+            )
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_norm_clip)
+        optimizer.step()
+        scheduler.step()
+        accumulated_iter += 1
+        lr = scheduler.get_last_lr()[0]
+        if tb_log is not None and rank == 0:
+            tb_log.add_scalar("train/loss", loss.item(), accumulated_iter)
+            tb_log.add_scalar("meta_data/learning_rate", lr, accumulated_iter)
+            tb_log.add_scalar("train/grad_norm", float(grad_norm), accumulated_iter)
+            for key, val in tb_dict.items():
+                tb_log.add_scalar("train/" + key, val, accumulated_iter)
+        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+        bar.update()
+    bar.close()
+    return accumulated_iter
+
+
+def train_model(model, optimizer, train_loader, scheduler, start_epoch, total_epochs, start_iter, ckpt_dir, *,
+                seed, device, grad_norm_clip, sampler=None, tb_log=None, logger=None, rank=0,
+                ckpt_save_interval=1, max_ckpt_save_num=50, progress=True, stop_after_epoch=None):
+    """Train epochs ``start_epoch..total_epochs-1``; checkpoint ``checkpoint_epoch_{e+1}.pth`` after each.
+
+    ``stop_after_epoch`` ends the run early (used to simulate an interruption in tests).
+    """
+    accumulated_iter = start_iter
+    last_ckpt = latest_checkpoint(ckpt_dir) if rank == 0 else None
+    for epoch in range(start_epoch, total_epochs):
+        seed_epoch(seed, epoch, sampler, train_loader)
+        accumulated_iter = train_one_epoch(
+            model, optimizer, train_loader, scheduler, accumulated_iter, grad_norm_clip, device, epoch,
+            tb_log=tb_log, progress=progress, rank=rank, last_good_ckpt=last_ckpt,
+        )
+        trained = epoch + 1
+        if rank == 0 and (trained % ckpt_save_interval == 0 or trained == total_epochs):
+            existing = sorted(glob.glob(str(Path(ckpt_dir) / "checkpoint_epoch_*.pth")), key=os.path.getmtime)
+            for old in existing[: max(0, len(existing) - max_ckpt_save_num + 1)]:
+                os.remove(old)
+            last_ckpt = str(Path(ckpt_dir) / f"checkpoint_epoch_{trained}.pth")
+            save_checkpoint_atomic(checkpoint_state(model, optimizer, scheduler, epoch, accumulated_iter), last_ckpt)
+            if logger is not None:
+                logger.info(f"epoch {trained}/{total_epochs} done, checkpoint {last_ckpt}")
+        if stop_after_epoch is not None and trained >= stop_after_epoch:
+            break
+    return accumulated_iter
+
+
+def steps_per_epoch(num_samples, batch_size, drop_last=False):
+    return num_samples // batch_size if drop_last else math.ceil(num_samples / batch_size)
