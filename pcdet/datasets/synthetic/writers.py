@@ -1,0 +1,103 @@
+"""Dataset writers, a registry keyed by format name, and the output-folder manifest checks.
+
+Only ``kitti`` is registered; a SemanticKITTI writer can be added with :func:`register_writer`
+since every frame already carries per-point semantic and instance labels.
+
+Output-folder rules (see :func:`check_output_dir`): a folder that holds our manifest with the same
+parameters is regenerated in place (same bytes, since generation is deterministic); a manifest with
+other parameters, or dataset files without our manifest, raise :class:`OutputDirError`.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pcdet.utils.calibration_kitti import write_calib_file
+from pcdet.utils.object3d_kitti import format_label_line
+
+MANIFEST_NAME = "synthetic_dataset.json"
+WRITERS = {}
+
+
+class OutputDirError(ValueError):
+    """The output folder holds a different dataset; the message names the path."""
+
+
+def register_writer(name):
+    def deco(cls):
+        WRITERS[name] = cls
+        cls.format_name = name
+        return cls
+    return deco
+
+
+def get_writer(name, out_dir):
+    if name not in WRITERS:
+        raise ValueError(f"unknown dataset format {name!r} (known: {', '.join(sorted(WRITERS))})")
+    return WRITERS[name](out_dir)
+
+
+def read_manifest(out_dir):
+    path = Path(out_dir) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise OutputDirError(f"{path}: unreadable manifest ({err}); refusing to write into {out_dir}") from None
+
+
+MANIFEST_KEYS = ("generator_version", "format", "seed", "frames", "val_fraction")
+
+
+def check_output_dir(out_dir, manifest, foreign_entries):
+    """Raise :class:`OutputDirError` unless ``out_dir`` is new, empty of dataset files, or ours with equal parameters."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputDirError(f"output path exists and is not a folder: {out_dir}")
+    old = read_manifest(out_dir)
+    if old is not None:
+        diff = {k: (old.get(k), manifest[k]) for k in MANIFEST_KEYS if old.get(k) != manifest[k]}
+        if diff:
+            what = ", ".join(f"{k}: existing {a!r} vs requested {b!r}" for k, (a, b) in diff.items())
+            raise OutputDirError(f"{out_dir} already holds a different synthetic dataset ({what}); "
+                                 "choose another --out or delete the folder")
+        return
+    present = [name for name in foreign_entries if (out_dir / name).exists()]
+    if present:
+        raise OutputDirError(f"{out_dir} already holds dataset files ({', '.join(present)}) without a "
+                             f"{MANIFEST_NAME} manifest; refusing to overwrite them")
+
+
+@register_writer("kitti")
+class KittiWriter:
+    """KITTI object layout: training/{velodyne,label_2,calib}, ImageSets/{train,val}.txt."""
+
+    foreign_entries = ("training", "testing", "ImageSets")
+
+    def __init__(self, out_dir):
+        self.out = Path(out_dir)
+
+    def prepare(self, manifest):
+        check_output_dir(self.out, manifest, self.foreign_entries)
+        for sub in ("velodyne", "label_2", "calib"):
+            (self.out / "training" / sub).mkdir(parents=True, exist_ok=True)
+        (self.out / "ImageSets").mkdir(parents=True, exist_ok=True)
+        self._write_manifest(dict(manifest, complete=False))
+
+    def write_frame(self, frame):
+        idx = "%06d" % frame["index"]
+        root = self.out / "training"
+        np.ascontiguousarray(frame["points"], dtype=np.float32).tofile(root / "velodyne" / f"{idx}.bin")
+        lines = [format_label_line(lb["name"], lb["truncated"], lb["occluded"], lb["alpha"], lb["bbox"], lb["hwl"],
+                                   lb["loc"], lb["ry"]) for lb in frame["labels"]]
+        (root / "label_2" / f"{idx}.txt").write_text("".join(line + "\n" for line in lines))
+        write_calib_file(root / "calib" / f"{idx}.txt", frame["calib"])
+
+    def finalize(self, manifest, train_ids, val_ids):
+        for name, ids in (("train", train_ids), ("val", val_ids)):
+            (self.out / "ImageSets" / f"{name}.txt").write_text("".join("%06d\n" % i for i in ids))
+        self._write_manifest(dict(manifest, complete=True))
+
+    def _write_manifest(self, manifest):
+        (self.out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
