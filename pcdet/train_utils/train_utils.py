@@ -62,8 +62,6 @@ def checkpoint_state(model, optimizer=None, scheduler=None, epoch=None, it=None,
             "torch": torch.get_rng_state(),
         },
     }
-    if hasattr(m, "export_state_dict"):  # e.g. a KD wrapper: the student alone, for deployment
-        state["student_state"] = m.export_state_dict()
     if extra:
         state.update(extra)
     return state
@@ -149,6 +147,10 @@ def train_model(model, optimizer, train_loader, scheduler, start_epoch, total_ep
                 os.remove(old)
             last_ckpt = str(Path(ckpt_dir) / f"checkpoint_epoch_{trained}.pth")
             save_checkpoint_atomic(checkpoint_state(model, optimizer, scheduler, epoch, accumulated_iter), last_ckpt)
+            export = getattr(unwrap(model), "export_state_dict", None)
+            if export is not None:  # e.g. a KD wrapper: the student alone, loadable with the student config
+                save_checkpoint_atomic({"model_state": export(), "epoch": epoch},
+                                       Path(ckpt_dir) / f"student_epoch_{trained}.pth")
             if logger is not None:
                 logger.info(f"epoch {trained}/{total_epochs} done, checkpoint {last_ckpt}")
         if stop_after_epoch is not None and trained >= stop_after_epoch:

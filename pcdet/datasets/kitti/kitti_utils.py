@@ -53,9 +53,12 @@ def get_fov_flag(pts_rect, img_shape, calib):
 
 
 def get_difficulty(bbox, truncated, occluded):
-    """(N,) int32 difficulty from (N, 4) 2D boxes, (N,) truncation and (N,) occlusion levels."""
+    """(N,) int32 difficulty from (N, 4) 2D boxes, (N,) truncation and (N,) occlusion levels.
+
+    0 easy, 1 moderate, 2 hard, -1 none; the box height is ``bottom - top`` as in the official devkit.
+    """
     bbox = np.asarray(bbox, dtype=np.float64).reshape(-1, 4)
-    height = bbox[:, 3] - bbox[:, 1] + 1
+    height = bbox[:, 3] - bbox[:, 1]
     truncated = np.asarray(truncated, dtype=np.float64)
     occluded = np.asarray(occluded)
     out = np.full(len(bbox), -1, dtype=np.int32)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pcdet.datasets.kitti.kitti_utils import get_difficulty
 from pcdet.utils import box_utils
 from pcdet.utils.calibration_kitti import Calibration
 
@@ -28,20 +29,11 @@ POINTS_MIN_FRACTION = 0.9
 REQUIRED = ("Car", "Pedestrian", "Cyclist")
 CLASSES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
 DEPTH_EDGES = np.arange(0.0, 70.0 + 1e-9, 5.0)
-# KITTI difficulty: min 2D box height (px), max occlusion, max truncation for easy/moderate/hard.
-MIN_HEIGHT = (40, 25, 25)
-MAX_OCCLUSION = (0, 1, 2)
-MAX_TRUNCATION = (0.15, 0.3, 0.5)
 
 
 def kitti_difficulty(anno):
     """Per object: 0 easy, 1 moderate, 2 hard, -1 none (KITTI's rules; DontCare -> -1)."""
-    height = anno["bbox"][:, 3] - anno["bbox"][:, 1]
-    diff = np.full(len(height), -1, np.int64)
-    for level in (2, 1, 0):
-        ok = (height >= MIN_HEIGHT[level]) & (anno["occluded"] <= MAX_OCCLUSION[level]) & (
-            anno["truncated"] <= MAX_TRUNCATION[level])
-        diff[ok] = level
+    diff = get_difficulty(anno["bbox"], anno["truncated"], anno["occluded"]).astype(np.int64)
     diff[anno["name"] == "DontCare"] = -1
     return diff
 

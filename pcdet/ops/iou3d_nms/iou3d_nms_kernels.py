@@ -115,8 +115,7 @@ def rect_inter_area(a, b, ca, cb, buf0, buf1):
     return convex_clip_area(ca, 4, cb, 4, buf0, buf1)
 
 
-@njit(cache=True, parallel=True)
-def bev_inter_matrix(bev_a, bev_b):
+def _bev_inter_matrix(bev_a, bev_b):
     """(N, 5), (M, 5) BEV rectangles -> (N, M) intersection areas."""
     n = bev_a.shape[0]
     m = bev_b.shape[0]
@@ -131,8 +130,7 @@ def bev_inter_matrix(bev_a, bev_b):
     return out
 
 
-@njit(cache=True, parallel=True)
-def boxes3d_overlap_matrix(boxes_a, boxes_b, use_3d, criterion):
+def _boxes3d_overlap_matrix(boxes_a, boxes_b, use_3d, criterion):
     """(N, 7), (M, 7) LiDAR boxes -> (N, M) overlaps.
 
     ``use_3d``: multiply the BEV intersection by the z-overlap and use volumes instead of areas.
@@ -180,6 +178,15 @@ def boxes3d_overlap_matrix(boxes_a, boxes_b, use_3d, criterion):
                 den = 1.0
             out[i, j] = inter / den if den > 0.0 else 0.0
     return out
+
+
+# Each pairwise kernel is compiled twice: multi-threaded for large problems in the main process,
+# and single-threaded for small ones and for DataLoader worker processes (OpenMP thread pools do
+# not survive fork(): a threaded kernel in a forked worker can hang).
+bev_inter_matrix = njit(cache=True, parallel=True)(_bev_inter_matrix)
+bev_inter_matrix_serial = njit(cache=True)(_bev_inter_matrix)
+boxes3d_overlap_matrix = njit(cache=True, parallel=True)(_boxes3d_overlap_matrix)
+boxes3d_overlap_matrix_serial = njit(cache=True)(_boxes3d_overlap_matrix)
 
 
 @njit(cache=True)

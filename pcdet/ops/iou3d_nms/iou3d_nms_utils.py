@@ -15,6 +15,19 @@ import numpy as np
 from . import iou3d_nms_kernels as _k
 
 _CRITERIA = {"union": 0, "iou": 0, "a": 1, "b": 2, "inter": 3}
+#: below this many box pairs the single-threaded kernel is used (thread start-up costs more)
+PARALLEL_MIN_PAIRS = 20000
+
+
+def _use_threads(n_pairs):
+    """Threaded kernels only for large problems and never inside a DataLoader worker process."""
+    if n_pairs < PARALLEL_MIN_PAIRS:
+        return False
+    try:
+        from torch.utils.data import get_worker_info
+    except ImportError:
+        return True
+    return get_worker_info() is None
 
 
 def _to_numpy(boxes, width=7):
@@ -53,7 +66,8 @@ def _overlap(boxes_a, boxes_b, use_3d, criterion):
     if len(a) == 0 or len(b) == 0:
         out = np.zeros((len(a), len(b)), dtype=np.float64)
     else:
-        out = _k.boxes3d_overlap_matrix(a, b, use_3d, _CRITERIA[criterion])
+        kernel = _k.boxes3d_overlap_matrix if _use_threads(len(a) * len(b)) else _k.boxes3d_overlap_matrix_serial
+        out = kernel(a, b, use_3d, _CRITERIA[criterion])
     return _like(out, ta)
 
 
@@ -89,7 +103,7 @@ def boxes_bev_inter_area_cpu(bev_a, bev_b):
     if len(a) == 0 or len(b) == 0:
         out = np.zeros((len(a), len(b)), dtype=np.float64)
     else:
-        out = _k.bev_inter_matrix(a, b)
+        out = (_k.bev_inter_matrix if _use_threads(len(a) * len(b)) else _k.bev_inter_matrix_serial)(a, b)
     return _like(out, ta)
 
 
