@@ -73,6 +73,18 @@ class Detector3DTemplate(nn.Module):
         self.class_names = dataset.class_names
         self.register_buffer("global_step", torch.LongTensor(1).zero_())
         self.module_list = self.build_networks()
+        self.set_bn_momentum(model_cfg.get("BN_MOMENTUM", None))
+
+    def set_bn_momentum(self, momentum):
+        """Override the BatchNorm momentum of every layer (``MODEL.BN_MOMENTUM``; None keeps each
+        layer's own, 0.01 as in OpenPCDet). Short schedules need a faster one (e.g. 0.1): with 0.01
+        the running statistics after a few hundred steps are still far from the batch statistics
+        and inference in eval mode degrades."""
+        if momentum is None:
+            return
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = float(momentum)
 
     @property
     def mode(self):
@@ -92,7 +104,7 @@ class Detector3DTemplate(nn.Module):
             "point_cloud_range": processor.point_cloud_range,
             "voxel_size": processor.voxel_size,
         }
-        known = set(self.module_topology) | {"NAME", "POST_PROCESSING"}
+        known = set(self.module_topology) | {"NAME", "POST_PROCESSING", "BN_MOMENTUM"}
         section_of = {"map_to_bev_module": "MAP_TO_BEV"}
         for key in self.model_cfg:
             if key not in known and key.lower() not in self.module_topology and key != "MAP_TO_BEV":
