@@ -1,7 +1,8 @@
 """Models: detectors (``detectors/``) assembled from VFEs, 3D/2D backbones and heads.
 
-``build_network(model_cfg, num_class, dataset)`` is the single entry point; a config with a ``KD``
-section will be wrapped by the distillation package.
+``build_network(model_cfg, num_class, dataset, kd_cfg=None)`` is the single entry point; with the
+``KD`` section of a config it returns :class:`pcdet.kd.wrapper.DistillationWrapper` (student +
+frozen teacher + KD methods).
 """
 import numpy as np
 import torch
@@ -14,7 +15,9 @@ _NON_TENSOR_KEYS = {"frame_id", "metadata", "calib", "image_shape", "batch_size"
 def build_network(model_cfg, num_class, dataset, kd_cfg=None):
     """The detector of ``model_cfg``; with a ``KD`` section, the distillation wrapper around it."""
     if kd_cfg is not None:
-        raise RuntimeError("this config has a KD section but the distillation package (pcdet.kd) is not available")
+        from pcdet.kd.wrapper import build_kd_network
+
+        return build_kd_network(model_cfg, num_class, dataset, kd_cfg)
     return build_detector(model_cfg=model_cfg, num_class=num_class, dataset=dataset)
 
 

@@ -9,10 +9,24 @@ from pcdet.utils.paths import REPO_ROOT
 
 
 def load_experiment_cfg(cfg_file, set_cfgs=None):
-    """Load a model or KD config (``_BASE_CONFIG_`` resolved) and apply ``--set`` overrides."""
+    """Load a model or KD config (``_BASE_CONFIG_`` resolved) and apply ``--set`` overrides.
+
+    A ``KD`` section is resolved around the overrides (:mod:`pcdet.kd.config`): before them,
+    ``KD.TEACHER.CFG_FILE`` (relative to ``cfg_file``'s folder) is loaded into ``KD.TEACHER``;
+    after them, the section is checked and a teacher that voxelises differently from the student
+    gets its own ``KEY_SUFFIX: _teacher`` voxeliser in ``DATA_CONFIG.DATA_PROCESSOR``.
+    """
     cfg = cfg_from_yaml_file(cfg_file)
+    if "KD" in cfg:
+        from pcdet.kd.config import resolve_teacher_cfg_file
+
+        resolve_teacher_cfg_file(cfg, cfg_file)
     if set_cfgs:
         cfg_from_list(list(set_cfgs), cfg)
+    if "KD" in cfg:
+        from pcdet.kd.config import finalize_kd_cfg
+
+        finalize_kd_cfg(cfg)
     return cfg
 
 

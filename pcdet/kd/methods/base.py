@@ -1,0 +1,29 @@
+"""Base class of KD methods: option checking and the weight; helpers shared by methods."""
+import torch.nn as nn
+
+from pcdet.config import ConfigError, check_keys
+
+
+class KDMethod(nn.Module):
+    """Base class: checks the method's config keys and holds ``WEIGHT``."""
+
+    ALLOWED_KEYS = {"NAME", "WEIGHT"}
+    REQUIRED_KEYS = ()
+
+    def __init__(self, cfg, where):
+        super().__init__()
+        check_keys(cfg, self.ALLOWED_KEYS, where)
+        for key in self.REQUIRED_KEYS:
+            if cfg.get(key, None) is None:
+                raise ConfigError(f"{where}: {key} is required")
+        self.where = where
+        self.weight = float(cfg.get("WEIGHT", 1.0))
+
+    @staticmethod
+    def zero_loss(*tensors):
+        """A zero that keeps the autograd graph of ``tensors`` (for batches with nothing to distil)."""
+        total = None
+        for t in tensors:
+            if t is not None and t.requires_grad:
+                total = t.sum() * 0.0 if total is None else total + t.sum() * 0.0
+        return total

@@ -1,0 +1,100 @@
+"""PointDistiller: reweighted local distillation on a KNN graph of the teacher's most important nodes.
+
+Method (Zhang et al., "PointDistiller", CVPR 2023), per sample of the batch:
+
+1. importance of each node of ``FEATURE``: points per pillar/voxel (teacher side) for voxel
+   features, channel-wise max of the teacher feature for BEV maps and point features;
+2. the top ``N`` nodes of that sample (all of them when it has fewer); nodes never mix samples;
+3. local distillation (``LOCAL_DISTILLATION: true``): each node's ``K`` nearest neighbours among
+   the sample's selected nodes (itself included) in the teacher's feature space (or by position,
+   ``KNN_SPACE: coordinate``); edge features concat[x_j, x_i]; a dynamic-graph-convolution
+   adapter (1x1 conv + BN + ReLU) per side: teacher 2 C_T -> C_S, student 2 C_S -> C_S;
+   ``MAX_POOL_K`` max-pools the graph features over the K neighbours;
+   without local distillation: a 1x1 adapter C_S -> C_T on the student node feature;
+4. reweighting (``REWEIGHT: true``): phi = N softmax(importance / TAU) over the sample's nodes
+   (phi = 1 otherwise); loss = WEIGHT * mean(phi (G_T - G_S)^2).
+
+The graph features are never materialised (see :mod:`pcdet.kd.graph_ops`); the KNN is chunked and
+exact (:mod:`pcdet.kd.knn`). ``TEACHER_FEATURE`` (default: ``FEATURE``) names the teacher key when
+it differs (e.g. another stride level with the same resolution). ``last_profile`` holds the
+forward's timings (seconds) of the last call.
+"""
+import time
+
+import torch.nn as nn
+
+from pcdet.config import ConfigError
+from pcdet.kd.graph_ops import EdgeConvAdapter, EdgeGraph, graph_distill_loss
+from pcdet.kd.knn import DEFAULT_MAX_CHUNK_ELEMS, knn_per_sample
+from pcdet.kd.methods.base import KDMethod
+from pcdet.kd.nodes import feature_channels, resolve_importance, reweight, sample_nodes
+
+
+class PointDistiller(KDMethod):
+    """PointDistiller: top-N important nodes, KNN graph + dynamic graph conv adapters, importance reweighting."""
+
+    ALLOWED_KEYS = {
+        "NAME", "WEIGHT", "FEATURE", "N", "K", "TAU", "KNN_SPACE", "IMPORTANCE", "LOCAL_DISTILLATION",
+        "REWEIGHT", "MAX_POOL_K", "KNN_CHUNK_ELEMS", "BACKEND", "TEACHER_FEATURE",
+    }
+    REQUIRED_KEYS = ("FEATURE", "N")
+
+    def __init__(self, cfg, student, teacher, where):
+        super().__init__(cfg, where)
+        self.feature = str(cfg.FEATURE)
+        self.teacher_feature = str(cfg.get("TEACHER_FEATURE", None) or self.feature)
+        self.n = int(cfg.N)
+        self.local = bool(cfg.get("LOCAL_DISTILLATION", True))
+        self.reweight = bool(cfg.get("REWEIGHT", True))
+        self.k = cfg.get("K", None)
+        self.tau = cfg.get("TAU", None)
+        if self.local and self.k is None:
+            raise ConfigError(f"{where}: K is required with LOCAL_DISTILLATION true")
+        if self.reweight and self.tau is None:
+            raise ConfigError(f"{where}: TAU is required with REWEIGHT true")
+        if self.n < 1 or (self.k is not None and int(self.k) < 1):
+            raise ConfigError(f"{where}: N and K must be positive (N={self.n}, K={self.k})")
+        if self.tau is not None and float(self.tau) <= 0:
+            raise ConfigError(f"{where}: TAU must be positive, got {self.tau}")
+        self.k = int(self.k) if self.k is not None else None
+        self.tau = float(self.tau) if self.tau is not None else None
+        self.knn_space = str(cfg.get("KNN_SPACE", "feature"))
+        if self.knn_space not in ("feature", "coordinate"):
+            raise ConfigError(f"{where}: KNN_SPACE must be feature or coordinate, got {self.knn_space!r}")
+        self.importance = resolve_importance(self.feature, str(cfg.get("IMPORTANCE", "auto")))
+        self.max_pool_k = bool(cfg.get("MAX_POOL_K", False))
+        self.knn_chunk = int(cfg.get("KNN_CHUNK_ELEMS", DEFAULT_MAX_CHUNK_ELEMS))
+        self.backend = str(cfg.get("BACKEND", "auto"))
+        c_s = feature_channels(student, self.feature)
+        c_t = feature_channels(teacher, self.teacher_feature)
+        self.c_s, self.c_t = c_s, c_t
+        if self.local:
+            self.adapter_t = EdgeConvAdapter(c_t, c_s)
+            self.adapter_s = EdgeConvAdapter(c_s, c_s)
+        else:
+            self.adapter_s = nn.Linear(c_s, c_t)
+        self.last_profile = {}
+
+    def forward(self, batch_dict):
+        t0 = time.perf_counter()
+        nodes = sample_nodes(batch_dict, self.feature, self.n, self.importance, self.teacher_feature)
+        phi = reweight(nodes.score, nodes.ptr, self.tau, self.reweight).detach()
+        profile = {"sample_s": time.perf_counter() - t0, "knn_s": 0.0}
+        tb = {"nodes": nodes.num_nodes}
+        if nodes.num_nodes == 0:
+            loss = self.zero_loss(batch_dict[self.feature], *self.parameters())
+        elif self.local:
+            space = nodes.feat_t if self.knn_space == "feature" else nodes.coords
+            t1 = time.perf_counter()
+            nbr, kcnt = knn_per_sample(space.detach(), nodes.ptr, self.k, max_chunk_elems=self.knn_chunk)
+            profile["knn_s"] = time.perf_counter() - t1
+            graph = EdgeGraph(nbr, kcnt)
+            loss = graph_distill_loss(nodes.feat_t, nodes.feat_s, graph, self.adapter_t, self.adapter_s, phi,
+                                      max_pool_k=self.max_pool_k, backend=self.backend)
+        else:
+            pred = self.adapter_s(nodes.feat_s)
+            loss = (phi.unsqueeze(1) * (pred - nodes.feat_t) ** 2).mean()
+        loss = self.weight * loss
+        profile["forward_s"] = time.perf_counter() - t0
+        self.last_profile = profile
+        return loss, tb

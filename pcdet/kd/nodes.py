@@ -1,0 +1,199 @@
+"""Distillation nodes: where a feature lives, how important each place is, which N to keep.
+
+Owns :func:`sample_nodes` (per-sample top-N selection of aligned student/teacher nodes),
+:func:`reweight` (phi = N softmax(score / tau) per sample) and :func:`feature_channels` (channel
+count of a named feature of a built detector, so adapters exist before the first batch).
+
+Feature layouts (student key ``F``, teacher key ``F + '_tea'``):
+
+* dense BEV maps ``(B, C, H, W)`` (``spatial_features``, ``spatial_features_<s>x``,
+  ``spatial_features_2d``): nodes are cells; coordinates (y, x); sample = batch index.
+* sparse rows ``(V, C)`` listed in :data:`SPARSE_FEATURES`: one node per voxel/pillar (or point);
+  sample and coordinates from the coordinate key (``voxel_coords`` = [b, z, y, x]). The teacher's
+  rows must be the student's rows (a shared voxelisation), which is checked.
+
+Importance: ``num_points`` (points per voxel/pillar, teacher side: ``voxel_num_points_tea``) or
+``channel_max`` (channel-wise max of the teacher feature); ``auto`` picks ``num_points`` for
+voxel/pillar features and ``channel_max`` otherwise. Selection is per sample, ranked by importance
+with ties broken by position, and nodes come out in that canonical order, so the result does not
+depend on the order in which a sample's voxels are stored.
+"""
+from dataclasses import dataclass
+
+import torch
+
+#: sparse feature key -> (coordinate key with the batch index in column 0, points-per-node key or None)
+SPARSE_FEATURES = {
+    "pillar_features": ("voxel_coords", "voxel_num_points"),
+    "voxel_features": ("voxel_coords", "voxel_num_points"),
+    "point_features": ("point_coords", None),
+}
+
+IMPORTANCE_CHOICES = ("auto", "num_points", "channel_max")
+
+
+class NodeAlignmentError(ValueError):
+    """The student and teacher features cannot be matched node by node."""
+
+
+@dataclass
+class NodeSample:
+    """Selected nodes of a batch, grouped by sample: rows ``ptr[b]:ptr[b+1]`` belong to sample b."""
+
+    feat_s: torch.Tensor  # (M, C_S), keeps the student's autograd graph
+    feat_t: torch.Tensor  # (M, C_T), no gradient
+    score: torch.Tensor  # (M,) importance (float)
+    coords: torch.Tensor  # (M, D) float positions (grid units)
+    ptr: list  # B + 1 offsets
+
+    @property
+    def num_nodes(self):
+        return int(self.feat_s.shape[0])
+
+
+def _select_ranked(score, pos_key, sample, batch_size, n):
+    """Row indices: per sample the top ``n`` by score (ties: smaller ``pos_key``), in that order.
+
+    Returns (indices, ptr). ``n=None`` keeps every node (still in canonical order).
+    """
+    order = torch.argsort(pos_key, stable=True)
+    order = order[torch.argsort(score[order], descending=True, stable=True)]
+    order = order[torch.argsort(sample[order], stable=True)]
+    counts = torch.bincount(sample, minlength=batch_size)[:batch_size]
+    starts = torch.cumsum(counts, 0) - counts
+    ranks = torch.arange(order.numel(), device=order.device) - starts[sample[order]]
+    keep_n = counts if n is None else counts.clamp(max=int(n))
+    keep = ranks < keep_n[sample[order]]
+    ptr = [0] + torch.cumsum(keep_n, 0).tolist()
+    return order[keep], ptr
+
+
+def _position_rank(spatial):
+    """(V,) rank of each row of ``spatial`` (V, D) in lexicographic order (ints or floats)."""
+    order = torch.arange(spatial.shape[0], device=spatial.device)
+    for d in reversed(range(spatial.shape[1])):
+        order = order[torch.argsort(spatial[order, d], stable=True)]
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device)
+    return rank
+
+
+def _teacher_key(feature):
+    return feature + "_tea"
+
+
+def _get(batch_dict, key, what):
+    if key not in batch_dict:
+        raise KeyError(f"distillation needs {key!r} ({what}) in batch_dict; present: {sorted(batch_dict)}")
+    return batch_dict[key]
+
+
+def resolve_importance(feature, importance):
+    if importance not in IMPORTANCE_CHOICES:
+        raise ValueError(f"IMPORTANCE={importance!r}: use one of {IMPORTANCE_CHOICES}")
+    if importance == "auto":
+        count_key = SPARSE_FEATURES.get(feature, (None, None))[1]
+        return "num_points" if count_key is not None else "channel_max"
+    if importance == "num_points" and SPARSE_FEATURES.get(feature, (None, None))[1] is None:
+        raise ValueError(f"IMPORTANCE=num_points needs a voxel/pillar feature; {feature!r} has no points-per-node count")
+    return importance
+
+
+def sample_nodes(batch_dict, feature, n, importance="auto", teacher_feature=None):
+    """Top-``n`` nodes per sample of ``feature`` (student) and ``<teacher_feature>_tea`` (teacher;
+    ``teacher_feature`` defaults to ``feature``, e.g. another stride level at the same resolution).
+
+    ``n=None`` keeps all nodes. A sample with fewer than ``n`` nodes keeps all it has.
+    """
+    importance = resolve_importance(feature, importance)
+    fs = _get(batch_dict, feature, "student feature")
+    ft = _get(batch_dict, _teacher_key(teacher_feature or feature), "teacher feature")
+    batch_size = int(batch_dict["batch_size"])
+    ft = ft.detach()
+    if fs.dim() == 4:
+        if ft.dim() != 4 or fs.shape[0] != ft.shape[0] or fs.shape[2:] != ft.shape[2:]:
+            raise NodeAlignmentError(
+                f"{feature}: student map {tuple(fs.shape)} and teacher map {tuple(ft.shape)} differ in batch or "
+                f"spatial size (distill a level where both have the same resolution)"
+            )
+        b, _, h, w = fs.shape
+        score_map = ft.amax(dim=1).reshape(b * h * w)
+        sample = torch.arange(b, device=fs.device).repeat_interleave(h * w)
+        pos = torch.arange(h * w, device=fs.device).repeat(b)
+        idx, ptr = _select_ranked(score_map, pos, sample, b, n)
+        cell, smp = pos[idx], sample[idx]
+        feat_s = fs.flatten(2)[smp, :, cell]
+        feat_t = ft.flatten(2)[smp, :, cell]
+        coords = torch.stack([cell // w, cell % w], dim=1).to(fs.dtype)
+        return NodeSample(feat_s, feat_t, score_map[idx].to(fs.dtype), coords, ptr)
+    if fs.dim() != 2 or ft.dim() != 2:
+        raise NodeAlignmentError(f"{feature}: expected (V, C) or (B, C, H, W) features, got {tuple(fs.shape)} / {tuple(ft.shape)}")
+    if feature not in SPARSE_FEATURES:
+        raise NodeAlignmentError(
+            f"{feature}: unknown sparse feature; known: {sorted(SPARSE_FEATURES)} (see pcdet.kd.nodes.SPARSE_FEATURES)"
+        )
+    coord_key, count_key = SPARSE_FEATURES[feature]
+    coords_s = _get(batch_dict, coord_key, "student node coordinates")
+    coords_t = batch_dict.get(_teacher_key(coord_key), coords_s)
+    if fs.shape[0] != ft.shape[0] or (coords_t is not coords_s and not torch.equal(coords_t, coords_s)):
+        raise NodeAlignmentError(
+            f"{feature}: the teacher's {ft.shape[0]} nodes are not the student's {fs.shape[0]} nodes (different "
+            f"voxelisation); node-wise distillation of {feature} needs a shared voxelisation"
+        )
+    sample = coords_s[:, 0].long()
+    spatial = coords_s[:, 1:]
+    if importance == "num_points":
+        score = _get(batch_dict, _teacher_key(count_key), "teacher points per node").to(ft.dtype)
+    else:
+        score = ft.amax(dim=1) if ft.shape[1] > 0 else ft.new_zeros(ft.shape[0])
+    idx, ptr = _select_ranked(score, _position_rank(spatial), sample, batch_size, n)
+    return NodeSample(fs[idx], ft[idx], score[idx].to(fs.dtype), spatial[idx].to(fs.dtype), ptr)
+
+
+def reweight(score, ptr, tau, enabled=True):
+    """phi (M,): per sample ``n_b * softmax(score / tau)`` (mean 1 per sample); all ones if disabled."""
+    if not enabled:
+        return torch.ones_like(score)
+    phi = torch.empty_like(score)
+    s = score.double() / float(tau)
+    for b in range(len(ptr) - 1):
+        lo, hi = ptr[b], ptr[b + 1]
+        if hi > lo:
+            phi[lo:hi] = (torch.softmax(s[lo:hi], dim=0) * (hi - lo)).to(score.dtype)
+    return phi
+
+
+# ------------------------------------------------------------------------------ channel counts
+def _last_out_channels(module):
+    out = None
+    for m in module.modules():
+        if hasattr(m, "out_channels"):
+            out = int(m.out_channels)
+        elif hasattr(m, "num_features") and isinstance(getattr(m, "num_features"), int):
+            out = int(m.num_features)
+    return out
+
+
+def feature_channels(detector, feature):
+    """Channels of ``feature`` as produced by ``detector`` (known from its modules, no forward)."""
+    vfe = getattr(detector, "vfe", None)
+    to_bev = getattr(detector, "map_to_bev_module", None)
+    bb2d = getattr(detector, "backbone_2d", None)
+    head = getattr(detector, "dense_head", None)
+    if feature in ("pillar_features", "voxel_features") and vfe is not None:
+        return int(vfe.get_output_feature_dim())
+    if feature == "spatial_features" and to_bev is not None:
+        return int(to_bev.num_bev_features)
+    if feature == "spatial_features_2d" and bb2d is not None:
+        return int(bb2d.num_bev_features)
+    if feature.startswith("spatial_features_") and feature.endswith("x") and bb2d is not None:
+        stride = feature[len("spatial_features_") : -1]
+        strides = list(getattr(bb2d, "cum_strides", []))
+        if stride.isdigit() and int(stride) in strides:
+            return _last_out_channels(bb2d.blocks[strides.index(int(stride))])
+        raise ValueError(f"{feature}: the 2D backbone has stages at strides {strides} only")
+    if head is not None and feature in ("cls_preds", "box_preds", "dir_cls_preds"):
+        conv = {"cls_preds": "conv_cls", "box_preds": "conv_box", "dir_cls_preds": "conv_dir_cls"}[feature]
+        if getattr(head, conv, None) is not None:
+            return int(getattr(head, conv).out_channels)
+    raise ValueError(f"cannot tell the channel count of {feature!r} for {type(detector).__name__}")

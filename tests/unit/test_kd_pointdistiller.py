@@ -1,0 +1,206 @@
+"""PointDistiller and FeatureKD on hand-made batches: per-sample sampling and graphs, order
+invariance, reweighting, the ablation switches, BEV maps, config checks."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn as nn
+from easydict import EasyDict
+
+import pcdet.kd.methods.pointdistiller as pd_module
+from pcdet.config import ConfigError, ConfigKeyError
+from pcdet.kd.graph_ops import EdgeGraph, graph_distill_loss
+from pcdet.kd.methods import METHODS, build_kd_methods
+from pcdet.kd.nodes import reweight, sample_nodes
+
+C_S, C_T = 4, 8
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Run single-threaded: these tests check behaviour, not speed, and a busy machine makes every
+    two-thread parallel region wait. The threaded kernels are covered in test_kd_graph_ops/test_kd_knn."""
+    import numba
+
+    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    yield
+    torch.set_num_threads(torch_threads)
+    numba.set_num_threads(numba_threads)
+
+
+def detector(c, stride_blocks=None):
+    blocks = stride_blocks or {}
+    return SimpleNamespace(vfe=SimpleNamespace(get_output_feature_dim=lambda: c),
+                           backbone_2d=SimpleNamespace(cum_strides=list(blocks), blocks=[nn.Conv2d(1, blocks[s], 1) for s in blocks]))
+
+
+def method(**cfg):
+    base = {"NAME": "PointDistiller", "WEIGHT": 2.0, "FEATURE": "pillar_features", "N": 30, "K": 6, "TAU": 0.5}
+    base.update(cfg)
+    return build_kd_methods([EasyDict(base)], detector(C_S, {2: C_S}), detector(C_T, {2: C_T}))[0]
+
+
+def pillar_batch(sizes=(40, 25), seed=0, grid=16, feats_t=None):
+    g = torch.Generator().manual_seed(seed)
+    coords, counts = [], []
+    for b, n in enumerate(sizes):
+        cells = torch.randperm(grid * grid, generator=g)[:n]
+        coords.append(torch.stack([torch.full((n,), b), torch.zeros(n, dtype=torch.long), cells // grid, cells % grid], 1))
+        counts.append(torch.randint(1, 6, (n,), generator=g))  # many ties in the importance
+    v = sum(sizes)
+    return {"batch_size": len(sizes), "voxel_coords": torch.cat(coords), "voxel_num_points_tea": torch.cat(counts),
+            "pillar_features": torch.randn(v, C_S, generator=g).requires_grad_(True),
+            "pillar_features_tea": feats_t if feats_t is not None else torch.randn(v, C_T, generator=g).relu()}
+
+
+def test_registry_and_options_are_checked():
+    assert {"PointDistiller", "FeatureKD"} <= set(METHODS)
+    with pytest.raises(ConfigKeyError, match="TAUU"):
+        method(TAUU=1.0)
+    with pytest.raises(ConfigError, match="K is required"):
+        method(K=None)
+    with pytest.raises(ConfigKeyError, match="unknown KD method"):
+        build_kd_methods([EasyDict(NAME="NoSuchKD")], detector(C_S), detector(C_T))
+
+
+def test_top_n_per_sample_by_points_with_position_tie_break():
+    batch = pillar_batch(sizes=(40, 25))
+    nodes = sample_nodes(batch, "pillar_features", 30, "num_points")
+    assert nodes.ptr == [0, 30, 55]  # sample 1 has fewer than N: all of its 25 pillars
+    coords, counts = batch["voxel_coords"], batch["voxel_num_points_tea"]
+    s0 = counts[:40]
+    # the selected pillars of sample 0 are the 30 with most points; ties resolved by position
+    pos = coords[:40, 2] * 16 + coords[:40, 3]
+    expected = sorted(range(40), key=lambda i: (-int(s0[i]), int(pos[i])))[:30]
+    assert torch.equal(nodes.feat_t[:30], batch["pillar_features_tea"][expected])
+    assert torch.equal(nodes.score[:30], s0[expected].float())
+
+
+def test_graph_never_crosses_samples(monkeypatch):
+    # two samples with the same feature distribution: a batch-pooled KNN would mix them
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(40, C_T, generator=g).relu()
+    feats_t = torch.cat([base, base + 1e-3 * torch.rand(40, C_T, generator=g)])
+    batch = pillar_batch(sizes=(40, 40), feats_t=feats_t)
+    seen = {}
+
+    def spy(x, ptr, k, **kw):
+        seen["ptr"], seen["out"] = ptr, pd_module.knn_per_sample.__wrapped__(x, ptr, k, **kw)
+        return seen["out"]
+
+    spy.__wrapped__ = pd_module.knn_per_sample
+    monkeypatch.setattr(pd_module, "knn_per_sample", spy)
+    m = method(N=100, K=10)
+    m(batch)
+    nbr, kcnt = seen["out"]
+    ptr = seen["ptr"]
+    assert ptr == [0, 40, 80] and (kcnt == 10).all()
+    for lo, hi in zip(ptr[:-1], ptr[1:]):
+        assert ((nbr[lo:hi] >= lo) & (nbr[lo:hi] < hi)).all()
+    # a pooled search would have crossed (sanity check of the test itself)
+    d = torch.cdist(feats_t, feats_t)
+    pooled = d.topk(10, largest=False).indices
+    assert ((pooled[:40] >= 40).any())
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_loss_is_invariant_to_pillar_order_within_a_sample(local):
+    batch = pillar_batch(sizes=(40, 25), seed=4)
+    torch.manual_seed(0)
+    m = method(LOCAL_DISTILLATION=local)
+    loss_a, _ = m(batch)
+    # permute the pillars of sample 0 (rows of every per-pillar tensor alike)
+    perm = torch.cat([torch.randperm(40, generator=torch.Generator().manual_seed(9)), torch.arange(40, 65)])
+    permuted = dict(batch)
+    for key in ("voxel_coords", "voxel_num_points_tea", "pillar_features_tea"):
+        permuted[key] = batch[key][perm]
+    permuted["pillar_features"] = batch["pillar_features"].detach()[perm].requires_grad_(True)
+    loss_b, _ = m(permuted)
+    assert abs(loss_a.item() - loss_b.item()) <= 1e-5 * abs(loss_a.item())
+    loss_a.backward()
+    loss_b.backward()
+    torch.testing.assert_close(batch["pillar_features"].grad[perm], permuted["pillar_features"].grad,
+                               rtol=1e-4, atol=1e-7)
+
+
+def test_reweighting_off_means_uniform_phi_and_on_follows_the_softmax():
+    batch = pillar_batch(seed=5)
+    torch.manual_seed(0)
+    m = method(REWEIGHT=False, TAU=None)
+    loss, _ = m(batch)
+    nodes = sample_nodes(batch, "pillar_features", 30, "num_points")
+    nbr, kcnt = pd_module.knn_per_sample(nodes.feat_t, nodes.ptr, 6)
+    uniform = graph_distill_loss(nodes.feat_t, nodes.feat_s, EdgeGraph(nbr, kcnt), m.adapter_t, m.adapter_s,
+                                 torch.ones(nodes.num_nodes))
+    assert abs(loss.item() - 2.0 * uniform.item()) <= 1e-6 * abs(loss.item())
+    phi = reweight(nodes.score, nodes.ptr, tau=0.5)
+    for lo, hi in zip(nodes.ptr[:-1], nodes.ptr[1:]):
+        assert abs(phi[lo:hi].sum().item() - (hi - lo)) < 1e-4
+        expected = torch.softmax(nodes.score[lo:hi].double() / 0.5, 0) * (hi - lo)
+        torch.testing.assert_close(phi[lo:hi].double(), expected, rtol=1e-6, atol=1e-6)
+    assert torch.equal(reweight(nodes.score, nodes.ptr, tau=0.5, enabled=False), torch.ones(nodes.num_nodes))
+    # more points -> larger weight
+    assert phi[0] > phi[29] or nodes.score[0] == nodes.score[29]
+
+
+def test_local_distillation_off_is_reweighted_adapted_feature_distillation():
+    batch = pillar_batch(seed=6)
+    m = method(LOCAL_DISTILLATION=False, K=None)
+    assert not hasattr(m, "adapter_t") and isinstance(m.adapter_s, nn.Linear)
+    loss, tb = m(batch)
+    nodes = sample_nodes(batch, "pillar_features", 30, "num_points")
+    phi = reweight(nodes.score, nodes.ptr, 0.5)
+    expected = 2.0 * (phi.unsqueeze(1) * (m.adapter_s(nodes.feat_s) - nodes.feat_t) ** 2).mean()
+    assert abs(loss.item() - expected.item()) <= 1e-6 * abs(expected.item())
+    loss.backward()
+    assert m.adapter_s.weight.grad.abs().sum() > 0 and batch["pillar_features"].grad.abs().sum() > 0
+    assert tb["nodes"] == 55
+
+
+def test_bev_map_channel_max_importance_max_pool_and_coordinate_knn():
+    g = torch.Generator().manual_seed(7)
+    fs = torch.randn(2, C_S, 6, 5, generator=g).requires_grad_(True)
+    ft = torch.randn(2, C_T, 6, 5, generator=g)
+    batch = {"batch_size": 2, "spatial_features_2x": fs, "spatial_features_2x_tea": ft}
+    nodes = sample_nodes(batch, "spatial_features_2x", 7, "auto")
+    assert nodes.ptr == [0, 7, 14]
+    top = ft[1].amax(0).flatten().topk(7).indices
+    assert torch.equal(nodes.feat_t[7:], ft[1].flatten(1)[:, top].t())
+    assert torch.equal(nodes.coords[7:], torch.stack([top // 5, top % 5], 1).float())
+    for extra in ({"MAX_POOL_K": True}, {"KNN_SPACE": "coordinate"}, {"N": 1000}):
+        m = method(**{"FEATURE": "spatial_features_2x", "N": 7, "K": 4, "TAU": 1e-4, **extra})
+        loss, tb = m(batch)
+        assert torch.isfinite(loss) and loss.item() > 0
+        loss.backward()
+        assert fs.grad.abs().sum() > 0 and all(p.grad is not None for p in m.parameters())
+        fs.grad = None
+    assert tb["nodes"] == 60  # N larger than the map: every cell
+
+
+def test_empty_sample_and_empty_batch():
+    batch = pillar_batch(sizes=(30, 0))
+    loss, tb = method()(batch)
+    assert torch.isfinite(loss) and tb["nodes"] == 30
+    empty = pillar_batch(sizes=(0, 0))
+    loss, tb = method()(empty)
+    assert loss.item() == 0.0 and tb["nodes"] == 0
+
+
+def test_feature_kd_dense_all_cells_and_sampled_nodes():
+    g = torch.Generator().manual_seed(8)
+    fs = torch.randn(2, C_S, 6, 5, generator=g).requires_grad_(True)
+    ft = torch.randn(2, C_T, 6, 5, generator=g)
+    batch = {"batch_size": 2, "spatial_features_2x": fs, "spatial_features_2x_tea": ft}
+    make = lambda **kw: build_kd_methods([EasyDict({"NAME": "FeatureKD", "WEIGHT": 3.0, "FEATURE": "spatial_features_2x", **kw})],
+                                         detector(C_S, {2: C_S}), detector(C_T, {2: C_T}))[0]
+    m = make()
+    loss, tb = m(batch)
+    pred = torch.einsum("oc,bchw->bohw", m.adapter.weight, fs) + m.adapter.bias.view(1, -1, 1, 1)
+    assert abs(loss.item() - 3.0 * ((pred - ft) ** 2).mean().item()) < 1e-5 and tb["nodes"] == 60
+    m2 = make(N=7)
+    loss2, tb2 = m2(batch)
+    nodes = sample_nodes(batch, "spatial_features_2x", 7)
+    assert abs(loss2.item() - 3.0 * ((m2.adapter(nodes.feat_s) - nodes.feat_t) ** 2).mean().item()) < 1e-5
+    assert tb2["nodes"] == 14

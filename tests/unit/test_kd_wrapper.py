@@ -1,0 +1,246 @@
+"""DistillationWrapper: frozen teacher, gradients, teacher runs once, checkpoints and exports."""
+import numpy as np
+import pytest
+import torch
+from easydict import EasyDict
+
+from pcdet.kd.wrapper import DistillationWrapper, TeacherCheckpointError
+from pcdet.models import build_network
+from pcdet.models.detectors import build_detector
+from pcdet.models.detectors.detector3d_template import CheckpointMismatchError
+from pcdet.train_utils.experiment import load_experiment_cfg
+from pcdet.train_utils.optimization import build_optimizer
+from pcdet.utils.paths import REPO_ROOT
+
+KD_CFG = REPO_ROOT / "kd_cfgs" / "kitti" / "pointpillar_16x_pointdistiller.yaml"
+SMALL_RANGE = "[0, -5.12, -3, 10.24, 5.12, 1]"
+METHODS = ("[{NAME: PointDistiller, WEIGHT: 2.0, FEATURE: pillar_features, N: 120, K: 16, TAU: 0.5}, "
+           "{NAME: FeatureKD, WEIGHT: 1.0, FEATURE: spatial_features_2x}]")
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Run single-threaded: these tests check behaviour, not speed, and a busy machine makes every
+    two-thread parallel region wait. The threaded kernels are covered in test_kd_graph_ops/test_kd_knn."""
+    import numba
+
+    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    yield
+    torch.set_num_threads(torch_threads)
+    numba.set_num_threads(numba_threads)
+
+
+def small_kd_cfg(extra=()):
+    return load_experiment_cfg(KD_CFG, ["DATA_CONFIG.POINT_CLOUD_RANGE", SMALL_RANGE,
+                                        "KD.TEACHER.DATA_CONFIG.POINT_CLOUD_RANGE", SMALL_RANGE,
+                                        "KD.METHODS", METHODS, *extra])
+
+
+def fake_dataset(cfg, training=True):
+    pc_range = np.array(cfg.DATA_CONFIG.POINT_CLOUD_RANGE, dtype=np.float32)
+    vs = np.array([0.16, 0.16, 4.0], dtype=np.float32)
+    grid = np.round((pc_range[3:] - pc_range[:3]) / vs).astype(np.int64)
+    proc = EasyDict(grid_size=grid, point_cloud_range=pc_range, voxel_size=vs)
+    return EasyDict(class_names=cfg.CLASS_NAMES, data_processor=proc, training=training,
+                    point_feature_encoder=EasyDict(num_point_features=4))
+
+
+def random_batch(grid, batch_size=2, per_sample=(150, 90), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    coords = []
+    for b, n in zip(range(batch_size), per_sample):
+        cells = torch.randperm(int(grid[0]) * int(grid[1]), generator=g)[:n]
+        coords.append(torch.stack([torch.full((n,), b), torch.zeros(n, dtype=torch.long),
+                                   cells // int(grid[0]), cells % int(grid[0])], 1))
+    coords = torch.cat(coords)
+    v = coords.shape[0]
+    gt = torch.tensor([[[4.0, 1.0, -1.0, 3.9, 1.6, 1.56, 0.3, 1], [6.0, -2.0, -0.9, 0.8, 0.6, 1.73, 0.0, 2]],
+                       [[7.0, 2.0, -0.9, 1.76, 0.6, 1.73, 1.2, 3], [0, 0, 0, 0, 0, 0, 0, 0]]])
+    return {"voxels": torch.randn(v, 32, 4, generator=g), "voxel_num_points": torch.randint(1, 33, (v,), generator=g),
+            "voxel_coords": coords, "batch_size": batch_size, "gt_boxes": gt[:batch_size]}
+
+
+def save_teacher_ckpt(cfg, path, model_cfg=None, seed=1):
+    torch.manual_seed(seed)
+    teacher = build_detector(model_cfg=model_cfg or cfg.KD.TEACHER.MODEL, num_class=3, dataset=fake_dataset(cfg))
+    with torch.no_grad():  # non-default BatchNorm statistics, so that "unchanged" means something
+        for m in teacher.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    torch.save({"model_state": teacher.state_dict()}, path)
+    return teacher
+
+
+@pytest.fixture
+def kd(tmp_path):
+    cfg = small_kd_cfg()
+    save_teacher_ckpt(cfg, tmp_path / "teacher.pth")
+    cfg.KD.TEACHER.CKPT = str(tmp_path / "teacher.pth")
+    ds = fake_dataset(cfg)
+    torch.manual_seed(0)
+    model = build_network(cfg.MODEL, 3, ds, kd_cfg=cfg.KD)
+    return cfg, ds, model
+
+
+def test_build_network_returns_the_wrapper_with_teacher_outside_the_module_tree(kd):
+    cfg, ds, model = kd
+    assert isinstance(model, DistillationWrapper)
+    keys = list(model.state_dict())
+    assert keys and all(k.startswith(("student.", "kd_methods.")) for k in keys)
+    assert any(k.startswith("kd_methods.0.adapter_t.") for k in keys)
+    teacher_ids = {id(p) for p in model.teacher.parameters()}
+    assert not teacher_ids & {id(p) for p in model.parameters()}
+    assert not any(m is model.teacher for m in model.modules())
+    model.train()
+    assert not model.teacher.training and all(not m.training for m in model.teacher.modules())
+    assert all(not p.requires_grad for p in model.teacher.parameters())
+    model.double()  # moved with the wrapper (the _apply override)
+    assert all(p.dtype == torch.float64 for p in model.teacher.parameters())
+    assert all(not p.requires_grad for p in model.teacher.parameters())
+
+
+def test_training_keeps_teacher_bit_identical_and_trains_student_and_adapters(kd):
+    cfg, ds, model = kd
+    teacher = model.teacher
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    calls = []
+    teacher.vfe.register_forward_pre_hook(lambda m, inp: calls.append(1))
+    optimizer = build_optimizer(model, cfg.OPTIMIZATION)
+    opt_ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert not opt_ids & {id(p) for p in teacher.parameters()}
+    adapter_params = list(model.kd_methods.parameters())
+    adapter_before = [p.detach().clone() for p in adapter_params]
+    model.train()
+    for step in range(3):
+        batch = random_batch(ds.data_processor.grid_size, seed=step)
+        optimizer.zero_grad(set_to_none=True)
+        ret, tb, _ = model(batch)
+        assert torch.isfinite(ret["loss"])
+        assert {"loss_task", "loss_kd", "kd_pointdistiller_pillar_features", "kd_featurekd_spatial_features_2x"} <= set(tb)
+        assert abs(tb["loss_task"] + tb["loss_kd"] - ret["loss"].item()) < 1e-4 * abs(ret["loss"].item()) + 1e-6
+        ret["loss"].backward()
+        # gradients reach the student and both adapters of every method, never the teacher
+        for name, p in model.named_parameters():
+            assert p.grad is not None, name
+        assert all(p.grad.abs().sum() > 0 for p in model.kd_methods[0].adapter_t.parameters())
+        assert all(p.grad.abs().sum() > 0 for p in model.kd_methods[0].adapter_s.parameters())
+        assert model.student.vfe.pfn_layers[0].linear.weight.grad.abs().sum() > 0
+        assert all(p.grad is None for p in teacher.parameters())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        assert len(calls) == step + 1 and model.teacher_calls == step + 1  # once per batch
+    after = teacher.state_dict()
+    assert before.keys() == after.keys()
+    for k in before:
+        assert torch.equal(before[k], after[k]), k
+    assert any(not torch.equal(a, p) for a, p in zip(adapter_before, adapter_params))
+
+
+def test_teacher_outputs_recorded_without_touching_student_keys(kd):
+    cfg, ds, model = kd
+    model.train()
+    batch = random_batch(ds.data_processor.grid_size)
+    model(batch)
+    for key in ("pillar_features", "voxel_num_points", "voxel_coords", "spatial_features", "spatial_features_2d",
+                "spatial_features_2x", "spatial_features_4x", "spatial_features_8x", "cls_preds", "box_preds",
+                "dir_cls_preds", "batch_cls_preds", "batch_box_preds"):
+        assert key + "_tea" in batch, key
+    assert batch["pillar_features"].shape[1] == 16 and batch["pillar_features_tea"].shape[1] == 64
+    assert batch["spatial_features_2d"].shape[1] == 96 and batch["spatial_features_2d_tea"].shape[1] == 384
+    assert batch["pillar_features"].requires_grad and not batch["pillar_features_tea"].requires_grad
+    assert "batch_cls_preds" not in batch  # the student does not predict boxes in training
+
+
+def test_eval_is_the_student_and_export_loads_into_a_plain_student(kd, tmp_path):
+    cfg, ds, model = kd
+    model.train()
+    model(random_batch(ds.data_processor.grid_size))  # moves BatchNorm statistics of the student
+    exported = model.export_state_dict()
+    assert set(exported) == set(model.student.state_dict())
+    assert not any("adapter" in k or k.startswith(("kd_methods", "teacher", "student.")) for k in exported)
+    path = tmp_path / "student_epoch_1.pth"
+    torch.save({"model_state": exported, "epoch": 0}, path)
+    student_cfg = load_experiment_cfg(REPO_ROOT / "tools" / "cfgs" / "kitti_models" / "pointpillar_16x.yaml",
+                                      ["DATA_CONFIG.POINT_CLOUD_RANGE", SMALL_RANGE])
+    plain = build_network(student_cfg.MODEL, 3, fake_dataset(student_cfg, training=False))
+    plain.load_params_from_file(str(path))
+    plain.eval()
+    model.eval()
+    batch = random_batch(ds.data_processor.grid_size, seed=5)
+    with torch.no_grad():
+        preds_w, recall_w = model(dict(batch))
+        preds_p, recall_p = plain(dict(batch))
+    assert model.teacher_calls == 1  # evaluation does not run the teacher
+    assert recall_w == recall_p and len(preds_w) == len(preds_p) == 2
+    for a, b in zip(preds_w, preds_p):
+        for key in ("pred_boxes", "pred_scores", "pred_labels"):
+            assert torch.equal(a[key], b[key])
+
+
+def test_training_checkpoint_round_trip(kd, tmp_path):
+    cfg, ds, model = kd
+    path = tmp_path / "checkpoint_epoch_1.pth"
+    torch.save({"model_state": model.state_dict()}, path)
+    torch.manual_seed(123)
+    other = build_network(cfg.MODEL, 3, ds, kd_cfg=cfg.KD)
+    other.load_params_from_file(str(path))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, other.state_dict()[k])
+
+
+def test_teacher_checkpoint_of_another_config_names_key_and_shapes(tmp_path):
+    cfg = small_kd_cfg()
+    wrong = load_experiment_cfg(REPO_ROOT / "tools" / "cfgs" / "kitti_models" / "pointpillar_4x.yaml")
+    save_teacher_ckpt(cfg, tmp_path / "wrong.pth", model_cfg=wrong.MODEL)
+    cfg.KD.TEACHER.CKPT = str(tmp_path / "wrong.pth")
+    with pytest.raises(CheckpointMismatchError) as err:
+        build_network(cfg.MODEL, 3, fake_dataset(cfg), kd_cfg=cfg.KD)
+    msg = str(err.value)
+    assert "vfe.pfn_layers.0.linear.weight" in msg and "(32, 10)" in msg and "(64, 10)" in msg
+
+
+def test_missing_teacher_checkpoint_is_a_clear_error_in_training():
+    cfg = small_kd_cfg()
+    assert cfg.KD.TEACHER.CKPT is None
+    with pytest.raises(TeacherCheckpointError, match=r"KD\.TEACHER\.CKPT.*--teacher_ckpt"):
+        build_network(cfg.MODEL, 3, fake_dataset(cfg, training=True), kd_cfg=cfg.KD)
+    # evaluation-only builds are allowed, but such a wrapper refuses to train
+    model = build_network(cfg.MODEL, 3, fake_dataset(cfg, training=False), kd_cfg=cfg.KD)
+    model.train()
+    with pytest.raises(TeacherCheckpointError, match="--teacher_ckpt"):
+        model(random_batch(fake_dataset(cfg).data_processor.grid_size))
+
+
+def test_the_training_loop_trains_the_wrapper_and_exports_the_student(kd, tmp_path):
+    from pcdet.train_utils.optimization import build_scheduler
+    from pcdet.train_utils.train_utils import load_checkpoint_for_resume, train_model
+
+    cfg, ds, model = kd
+    loader = [random_batch(ds.data_processor.grid_size, seed=s) for s in range(2)]
+    optimizer = build_optimizer(model, cfg.OPTIMIZATION)
+    scheduler = build_scheduler(optimizer, len(loader), 1, cfg.OPTIMIZATION)
+    teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    train_model(model, optimizer, loader, scheduler, 0, 1, 0, tmp_path, seed=0, device=torch.device("cpu"),
+                grad_norm_clip=10.0, progress=False)
+    assert model.teacher_calls == 2
+    assert all(torch.equal(v, model.teacher.state_dict()[k]) for k, v in teacher_before.items())
+    ckpt = torch.load(tmp_path / "checkpoint_epoch_1.pth", weights_only=False)
+    assert any(k.startswith("kd_methods.") for k in ckpt["model_state"])
+    student_cfg = load_experiment_cfg(REPO_ROOT / "tools" / "cfgs" / "kitti_models" / "pointpillar_16x.yaml",
+                                      ["DATA_CONFIG.POINT_CLOUD_RANGE", SMALL_RANGE])
+    plain = build_network(student_cfg.MODEL, 3, fake_dataset(student_cfg, training=False))
+    plain.load_params_from_file(str(tmp_path / "student_epoch_1.pth"))  # strict: student keys only
+    for k, v in plain.state_dict().items():
+        assert torch.equal(v, model.student.state_dict()[k])
+    # resuming a KD run: the wrapper checkpoint restores student + adapters; the teacher comes from its CKPT
+    resumed = build_network(cfg.MODEL, 3, ds, kd_cfg=cfg.KD)
+    opt2 = build_optimizer(resumed, cfg.OPTIMIZATION)
+    epoch, _ = load_checkpoint_for_resume(tmp_path / "checkpoint_epoch_1.pth", resumed, opt2,
+                                          build_scheduler(opt2, len(loader), 1, cfg.OPTIMIZATION))
+    assert epoch == 1
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k])
+    assert all(torch.equal(v, resumed.teacher.state_dict()[k]) for k, v in teacher_before.items())
