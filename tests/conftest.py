@@ -7,6 +7,7 @@ and fail when ``CI=true`` (CI always has them beside the clone).
 import os
 
 import pytest
+import torch
 
 from pcdet.utils.paths import realdata_dir
 
@@ -37,3 +38,17 @@ def real_kitti():
 def real_kitti_labels_all():
     """``realdata/kitti_label2_all``: the 7481 KITTI training label files."""
     return _require("kitti_label2_all")
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test with one torch and one numba thread, restoring both afterwards: for tests of
+    behaviour (not speed) whose threaded regions would only wait for a core on a busy machine."""
+    import numba
+
+    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    yield
+    torch.set_num_threads(torch_threads)
+    numba.set_num_threads(numba_threads)

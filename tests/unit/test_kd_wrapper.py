@@ -18,18 +18,7 @@ METHODS = ("[{NAME: PointDistiller, WEIGHT: 2.0, FEATURE: pillar_features, N: 12
            "{NAME: FeatureKD, WEIGHT: 1.0, FEATURE: spatial_features_2x}]")
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Run single-threaded: these tests check behaviour, not speed, and a busy machine makes every
-    two-thread parallel region wait. The threaded kernels are covered in test_kd_graph_ops/test_kd_knn."""
-    import numba
-
-    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    yield
-    torch.set_num_threads(torch_threads)
-    numba.set_num_threads(numba_threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def small_kd_cfg(extra=()):
