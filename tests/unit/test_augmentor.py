@@ -222,7 +222,7 @@ def test_gt_sampling_rules(tmp_path):
                                   points_in_boxes_cpu(points, scene_boxes).sum(1))
 
 
-def test_gt_sampling_limit_whole_scene_and_cycling(tmp_path):
+def test_gt_sampling_limit_whole_scene_and_stateless_draws(tmp_path):
     rng = np.random.default_rng(1)
     entries = [("Car", _box(30 + 6 * i, -20 + 8 * (i % 5), h=0.1 * i), 20, 0) for i in range(6)]
     _write_db(tmp_path, entries, rng)
@@ -230,11 +230,15 @@ def test_gt_sampling_limit_whole_scene_and_cycling(tmp_path):
     sampler = DataBaseSampler(tmp_path, _sampler_cfg(SAMPLE_GROUPS=["Car:3"], LIMIT_WHOLE_SCENE=True), CLASSES)
     d = sampler({"points": points, "gt_boxes": boxes, "gt_names": names}, rng=np.random.RandomState(0))
     assert d["num_sampled_gt"] == 1  # 3 wanted minus the 2 cars already in the scene
-    seen = set()
-    for seed in range(6):  # cycling through the database visits every entry
+    seen, draws = set(), []
+    for seed in range(20):  # random draws visit every entry of the database
         d = sampler({"points": points, "gt_boxes": boxes[2:], "gt_names": names[2:]}, rng=np.random.RandomState(seed))
+        draws.append(d["gt_boxes"][1:].copy())
         seen |= {tuple(np.round(b[:2], 1)) for b in d["gt_boxes"][1:]}
     assert len(seen) == 6
+    # stateless: the same RNG state gives the same draw, whatever was drawn before
+    again = sampler({"points": points, "gt_boxes": boxes[2:], "gt_names": names[2:]}, rng=np.random.RandomState(7))
+    np.testing.assert_array_equal(again["gt_boxes"][1:], draws[7])
 
 
 def test_gt_sampling_config_errors(tmp_path):

@@ -101,9 +101,8 @@ class DataBaseSampler:
         for name, num in _parse_class_counts(sampler_cfg.SAMPLE_GROUPS, "gt_sampling.SAMPLE_GROUPS").items():
             if name not in self.class_names:
                 continue
-            n_avail = len(self.db_infos[name])
             self.sample_groups.append(
-                {"name": name, "sample_num": num, "pointer": n_avail, "indices": np.arange(n_avail)}
+                {"name": name, "sample_num": num}
             )
 
     def __getstate__(self):
@@ -133,19 +132,19 @@ class DataBaseSampler:
         return out
 
     def sample_with_fixed_number(self, class_name, group, sample_num, rng=None):
-        """Next ``sample_num`` infos of ``class_name``, reshuffling after each full pass."""
+        """``sample_num`` distinct infos of ``class_name``, drawn from ``rng`` (default: numpy's global state).
+
+        Stateless on purpose: the draw depends only on the RNG state, which the training loop derives
+        from (seed, epoch), so a run resumed at an epoch boundary samples exactly what an
+        uninterrupted run samples, with any number of DataLoader workers.
+        """
         rng = np.random if rng is None else rng
-        pointer, indices = group["pointer"], group["indices"]
         n_avail = len(self.db_infos[class_name])
         sample_num = min(sample_num, n_avail)
         if sample_num <= 0:
             return []
-        if pointer + sample_num > n_avail:
-            indices = rng.permutation(n_avail)
-            pointer = 0
-        chosen = [self.db_infos[class_name][i] for i in indices[pointer : pointer + sample_num]]
-        group["pointer"], group["indices"] = pointer + sample_num, indices
-        return chosen
+        indices = rng.choice(n_avail, size=sample_num, replace=False)
+        return [self.db_infos[class_name][i] for i in indices]
 
     def _load_object_points(self, info):
         path = self.root_path / info["path"]
