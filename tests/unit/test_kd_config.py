@@ -152,3 +152,23 @@ def test_teacher_reads_its_own_voxels_and_missing_ones_are_an_error(tmp_path):
     missing = {k: v for k, v in batch.items() if not k.endswith("_teacher")}
     with pytest.raises(TeacherInputError, match="voxels_teacher"):
         model(missing)
+
+
+SYNTHETIC_KD = sorted((REPO_ROOT / "kd_cfgs" / "synthetic").glob("*.yaml"))
+
+
+def test_every_kitti_kd_experiment_has_a_synthetic_counterpart():
+    assert {p.stem for p in SYNTHETIC_KD} == {p.stem for p in KITTI_KD}
+
+
+@pytest.mark.parametrize("path", SYNTHETIC_KD, ids=lambda p: p.stem)
+def test_synthetic_kd_config_mirrors_kitti_one(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_experiment_cfg(os.path.relpath(path, tmp_path))
+    kitti = load_experiment_cfg(REPO_ROOT / "kd_cfgs" / "kitti" / path.name)
+    assert cfg.DATA_CONFIG.DATA_PATH == "data/synthetic_kitti" and cfg.KD.TEACHER.DATA_CONFIG == cfg.DATA_CONFIG
+    assert cfg.MODEL.VFE == kitti.MODEL.VFE and cfg.MODEL.BACKBONE_2D == kitti.MODEL.BACKBONE_2D
+    assert cfg.KD.TEACHER.MODEL.BACKBONE_2D == kitti.KD.TEACHER.MODEL.BACKBONE_2D
+    ours, theirs = cfg.KD.METHODS[0], kitti.KD.METHODS[0]
+    for key in ("NAME", "FEATURE", "LOCAL_DISTILLATION", "REWEIGHT", "TAU"):
+        assert ours.get(key) == theirs.get(key), key
