@@ -146,11 +146,11 @@ class DatasetTemplate(torch_data.Dataset):
         self._merge_all_iters_to_one_epoch = merge
         self.total_epochs = epochs if merge else 0
 
-    def __len__(self):
-        raise NotImplementedError
+    def __len__(self):  # abstract: each dataset knows its frames
+        raise NotImplementedError(f"{type(self).__name__} must define __len__")
 
-    def __getitem__(self, index):
-        raise NotImplementedError
+    def __getitem__(self, index):  # abstract: load a frame, then call self.prepare_data
+        raise NotImplementedError(f"{type(self).__name__} must define __getitem__")
 
     def _warn(self, message):
         if self.logger is not None:
