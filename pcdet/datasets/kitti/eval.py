@@ -109,6 +109,16 @@ def _pack(annos, is_gt):
     return out
 
 
+@njit(cache=True, inline="always")
+def _ground_rect(box, out):
+    """Camera box ``[x, y, z, l, h, w, ry]`` -> its ground-plane rectangle ``[x, z, l, w, -ry]``."""
+    out[0] = box[0]
+    out[1] = box[2]
+    out[2] = box[3]
+    out[3] = box[5]
+    out[4] = -box[6]
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _frame_overlaps(gt_off, det_off, pair_off, gt_bbox, gt_box3d, det_bbox, det_box3d, ov, ova):
     """Per frame, for every (detection, ground truth) pair and metric (0 bbox, 1 bev, 2 3d):
@@ -133,16 +143,10 @@ def _frame_overlaps(gt_off, det_off, pair_off, gt_bbox, gt_box3d, det_bbox, det_
             dx2 = det_bbox[j, 2]
             dy2 = det_bbox[j, 3]
             d_area = (dx2 - dx1) * (dy2 - dy1)
-            dl = det_box3d[j, 3]
             dh = det_box3d[j, 4]
-            dw = det_box3d[j, 5]
-            ra[0] = det_box3d[j, 0]
-            ra[1] = det_box3d[j, 2]
-            ra[2] = dl
-            ra[3] = dw
-            ra[4] = -det_box3d[j, 6]
-            d_bev = dl * dw
-            d_vol = dh * dl * dw
+            _ground_rect(det_box3d[j], ra)
+            d_bev = det_box3d[j, 3] * det_box3d[j, 5]
+            d_vol = dh * d_bev
             for ii in range(ng):
                 i = g0 + ii
                 p = p0 + jj * ng + ii
@@ -165,11 +169,7 @@ def _frame_overlaps(gt_off, det_off, pair_off, gt_bbox, gt_box3d, det_bbox, det_
                 gl = gt_box3d[i, 3]
                 gh = gt_box3d[i, 4]
                 gw = gt_box3d[i, 5]
-                rb[0] = gt_box3d[i, 0]
-                rb[1] = gt_box3d[i, 2]
-                rb[2] = gl
-                rb[3] = gw
-                rb[4] = -gt_box3d[i, 6]
+                _ground_rect(gt_box3d[i], rb)
                 inter_area = rect_inter_area(ra, rb, ca, cb, buf0, buf1)
                 ov[1, p] = inter_area / (d_bev + gl * gw - inter_area)
                 ova[1, p] = inter_area / d_bev
