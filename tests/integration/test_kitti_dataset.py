@@ -201,6 +201,15 @@ def test_real_prediction_files_and_evaluation(real_built, tmp_path):
     moved = ds.generate_prediction_dicts(batch, preds, CLASSES)
     _, result_moved = ds.evaluation(moved, CLASSES)
     assert result_moved["Car_3d/moderate_R11"] == 0 and result_moved["Pedestrian_3d/moderate_R11"] == 0
+    # The head decodes headings in [offset, offset + 2 pi): result files still carry ry, alpha in [-pi, pi).
+    for p in preds:
+        p["pred_boxes"][:, 1] -= 5.0
+        p["pred_boxes"][:, 6] += 2 * np.pi * np.where(np.arange(len(p["pred_boxes"])) % 2 == 0, 1, -2)
+    wrapped = ds.generate_prediction_dicts(batch, preds, CLASSES)
+    for det, ref in zip(wrapped, det_annos):
+        for key in ("rotation_y", "alpha"):
+            assert np.all(det[key] >= -np.pi) and np.all(det[key] < np.pi)
+            np.testing.assert_allclose(det[key], ref[key], atol=1e-6)
 
 
 def test_worker_seeding_is_reproducible_and_varies_by_epoch(real_built):

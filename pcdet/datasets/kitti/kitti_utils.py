@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcdet.utils import box_utils
+from pcdet.utils import box_utils, common_utils
 from pcdet.utils.object3d_kitti import format_label_line
 
 DEFAULT_IMAGE_SHAPE = (375, 1242)  # (H, W)
@@ -89,6 +89,8 @@ def boxes_lidar_to_kitti_anno(boxes_lidar, scores, labels, class_names, calib, i
 
     Keys as in ``object3d_kitti.get_label_anno`` (dimensions as (l, h, w)) plus ``boxes_lidar``.
     ``truncated``/``occluded`` are 0; ``alpha`` is the observation angle ``-atan2(-y, x) + ry``.
+    ``rotation_y`` and ``alpha`` are wrapped into the KITTI range ``[-pi, pi)`` (the head decodes
+    headings in ``[offset, offset + 2 pi)``).
     """
     boxes_lidar = np.asarray(boxes_lidar, dtype=np.float64).reshape(-1, 7)
     if len(boxes_lidar) == 0:
@@ -96,12 +98,14 @@ def boxes_lidar_to_kitti_anno(boxes_lidar, scores, labels, class_names, calib, i
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     cam = box_utils.boxes3d_lidar_to_kitti_camera(boxes_lidar, calib)
+    cam[:, 6] = common_utils.limit_period(cam[:, 6], offset=0.5, period=2 * np.pi)
+    alpha = common_utils.limit_period(-np.arctan2(-boxes_lidar[:, 1], boxes_lidar[:, 0]) + cam[:, 6], 0.5, 2 * np.pi)
     bbox = box_utils.boxes3d_kitti_camera_to_imageboxes(cam, calib, image_shape=image_shape)
     return {
         "name": np.array(class_names, dtype="<U16")[labels - 1],
         "truncated": np.zeros(len(cam)),
         "occluded": np.zeros(len(cam)),
-        "alpha": -np.arctan2(-boxes_lidar[:, 1], boxes_lidar[:, 0]) + cam[:, 6],
+        "alpha": alpha,
         "bbox": bbox,
         "dimensions": cam[:, 3:6],
         "location": cam[:, 0:3],
