@@ -70,3 +70,26 @@ def test_nan_loss_stops_with_clear_message(tiny_data, tmp_path, caplog):
     log = (tmp_path / "synthetic_models" / "pointpillar_16x" / "nan").glob("train_*.log")
     text = "".join(p.read_text() for p in log)
     assert "non-finite loss" in text and "last good checkpoint" in text
+
+
+def test_torchrun_ddp_two_processes_on_cpu(tiny_data, tmp_path):
+    """``torchrun --nproc_per_node 2 tools/train.py --launcher pytorch`` (gloo on CPU) trains and writes
+    the same kind of checkpoint as a single process."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(REPO_ROOT / "tools" / "train.py"), "--launcher", "pytorch",
+           *_args(tiny_data, tmp_path, "ddp")]
+    cmd[cmd.index("--epochs") + 1] = "1"
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = tmp_path / "synthetic_models" / "pointpillar_16x" / "ddp"
+    log = "".join(p.read_text() for p in out.glob("train_*.log"))
+    assert "world size 2" in log
+    ckpt = torch.load(out / "ckpt" / "checkpoint_epoch_1.pth", weights_only=False)
+    assert {"model_state", "optimizer_state", "epoch"} <= set(ckpt)
+    assert not any(k.startswith("module.") for k in ckpt["model_state"])  # saved unwrapped
+    assert (out / "eval" / "epoch_1" / "val" / "metrics.json").is_file()
