@@ -3,6 +3,8 @@
     python tools/test.py --cfg_file tools/cfgs/kitti_models/pointpillar.yaml --ckpt CKPT
     python tools/test.py --cfg_file CFG --eval_all [--ckpt_dir DIR]
     python tools/test.py --cfg_file CFG --ckpt CKPT --set DATA_CONFIG.DATA_PATH other/kitti
+    python tools/test.py --cfg_file CFG --ckpt CKPT --data_path READ_ONLY/kitti --infos_dir DIR
+        (info pickles written by ``create_kitti_infos --save_path DIR``: the dataset stays untouched)
 
 Outputs under ``output/<cfg path without extension>/<extra_tag>/eval/epoch_<N>/<split>/``.
 """
@@ -31,6 +33,9 @@ def parse_args(argv=None):
     p.add_argument("--extra_tag", default="default")
     p.add_argument("--output_root", default=None)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--data_path", default=None, help="dataset root (overrides DATA_CONFIG.DATA_PATH)")
+    p.add_argument("--infos_dir", default=None,
+                   help="folder of the info pickles when they are not in the dataset root")
     p.add_argument("--set", dest="set_cfgs", nargs=argparse.REMAINDER, default=None)
     p.add_argument("--no_progress", action="store_true")
     args = p.parse_args(argv)
@@ -47,6 +52,12 @@ def _epoch_of(path):
 def main(argv=None):
     args = parse_args(argv)
     cfg = experiment.load_experiment_cfg(args.cfg_file, args.set_cfgs)
+    if args.data_path is not None:
+        cfg.DATA_CONFIG.DATA_PATH = str(Path(args.data_path).resolve())
+    if args.infos_dir is not None:
+        infos_dir = Path(args.infos_dir).resolve()
+        for mode, rels in cfg.DATA_CONFIG.INFO_PATH.items():
+            cfg.DATA_CONFIG.INFO_PATH[mode] = [str(infos_dir / Path(rel).name) for rel in rels]
     device = experiment.resolve_device(args.device)
     out_dir = experiment.output_dir_for(args.cfg_file, args.extra_tag, args.output_root)
     logger = create_logger(name="pcdet.test")

@@ -2,7 +2,7 @@
 
 Owns :class:`DataBaseSampler`, the ``gt_sampling`` step. The database is one or more pickles
 (``DB_INFO_PATH``, relative to the dataset root) mapping a class name to a list of object infos:
-``name``, ``path`` (object points file relative to the dataset root, float32, ``NUM_POINT_FEATURES``
+``name``, ``path`` (object points file relative to the folder of its pickle, float32, ``NUM_POINT_FEATURES``
 columns, xyz relative to the box centre), ``box3d_lidar`` (7,), ``num_points_in_gt``,
 ``difficulty``, ``image_idx``, ``gt_idx``, ``bbox``, ``score``.
 
@@ -86,8 +86,9 @@ class DataBaseSampler:
                 raise DatabaseError(f"{path}: not a readable database pickle ({err})") from None
             if not isinstance(infos, dict):
                 raise DatabaseError(f"{path}: expected a dict class -> list of infos, got {type(infos).__name__}")
-            for name in self.class_names:
-                self.db_infos[name].extend(infos.get(name, []))
+            for name in self.class_names:  # object files are relative to the pickle's folder
+                self.db_infos[name].extend(dict(info, path=str(path.parent / info["path"]))
+                                           for info in infos.get(name, []))
 
         prepare = sampler_cfg.get("PREPARE", {}) or {}
         check_keys(prepare, PREPARE_KEYS, "DATA_AUGMENTOR.gt_sampling.PREPARE")
@@ -147,7 +148,7 @@ class DataBaseSampler:
         return [self.db_infos[class_name][i] for i in indices]
 
     def _load_object_points(self, info):
-        path = self.root_path / info["path"]
+        path = Path(info["path"])
         if not path.is_file():
             raise DatabaseError(f"ground-truth database object file not found: {path}")
         size = path.stat().st_size

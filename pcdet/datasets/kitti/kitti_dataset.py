@@ -207,9 +207,11 @@ class KittiDataset(DatasetTemplate):
             return list(pool.map(work, ids))
 
     def create_groundtruth_database(self, info_path, used_classes=None, split="train"):
-        """Write the object point files and ``kitti_dbinfos_<split>.pkl``; returns {class: count}."""
-        database_dir = self.root_path / ("gt_database" if split == "train" else f"gt_database_{split}")
-        db_info_path = self.root_path / f"kitti_dbinfos_{split}.pkl"
+        """Write the object point files and ``kitti_dbinfos_<split>.pkl`` next to ``info_path`` (the
+        dataset root unless infos are saved elsewhere); returns {class: count}."""
+        save_root = Path(info_path).parent
+        database_dir = save_root / ("gt_database" if split == "train" else f"gt_database_{split}")
+        db_info_path = save_root / f"kitti_dbinfos_{split}.pkl"
         database_dir.mkdir(parents=True, exist_ok=True)
         infos = load_pickle(info_path)
         all_db_infos = {}
@@ -326,6 +328,7 @@ def create_kitti_infos(dataset_cfg, class_names, data_path, save_path=None, work
     """Build the info pickles and the training ground-truth database; returns a summary dict."""
     data_path = resolve_data_path(data_path)
     save_path = data_path if save_path is None else resolve_data_path(save_path)
+    save_path.mkdir(parents=True, exist_ok=True)
     dataset = KittiDataset(dataset_cfg, class_names, training=False, root_path=data_path, logger=logger,
                            load_infos=False)
     summary = {}
