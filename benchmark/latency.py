@@ -8,7 +8,13 @@ including post-processing (NMS) = "voxelisation to boxes". Per module = forward 
 top-level module of the detector; ``post_processing`` is what remains of the forward. On CUDA
 every timestamp synchronises first. Models are timed round-robin (run r of every model before run
 r+1) so machine noise hits all of them alike; each model's speed-up is over the first model, as
-a ratio of medians measured in the same run. Reports median and inter-quartile range (IQR).
+a ratio of medians measured in the same run. Reports median and inter-quartile range (IQR), and
+next to each speed-up the model's GMACs and MAC ratio over the first (``benchmark.complexity``).
+
+``--mode deploy`` (default) times every model as a deployment runtime would run it: BatchNorm
+folded into the preceding layers and channels-last 2D convolutions
+(``pcdet.models.model_utils.inference_utils``; outputs unchanged, tested). ``--mode eval`` times
+the plain eval-mode PyTorch modules.
 """
 import argparse
 import csv
@@ -23,7 +29,9 @@ from pcdet.datasets.dataset import load_points_bin
 from pcdet.datasets.point_cloud_files import PointCloudFileDataset
 from pcdet.models import build_network, load_data_to_device
 from pcdet.train_utils.experiment import experiment_name, load_experiment_cfg, resolve_device
+from pcdet.models.model_utils.inference_utils import prepare_for_inference
 from benchmark.complexity import default_frame
+from benchmark.complexity import measure as measure_complexity
 
 
 class _Timer:
@@ -55,11 +63,16 @@ class _Timer:
 
 
 class _Model:
-    def __init__(self, cfg_file, frame, device):
+    def __init__(self, cfg_file, frame, device, mode="deploy"):
         self.cfg = load_experiment_cfg(cfg_file)
         self.name = experiment_name(cfg_file)
         self.dataset = PointCloudFileDataset(self.cfg.DATA_CONFIG, self.cfg.CLASS_NAMES, [frame])
         self.model = build_network(self.cfg.MODEL, len(self.cfg.CLASS_NAMES), self.dataset).to(device).eval()
+        if mode == "deploy":
+            self.model = prepare_for_inference(self.model)
+        elif mode != "eval":
+            raise ValueError(f"latency mode {mode!r}: use deploy or eval")
+        self.gmacs = measure_complexity(cfg_file, frame)["gmacs"]
         self.points = load_points_bin(frame)
         self.device = device
         self.timer = _Timer(self.model, device)
@@ -86,10 +99,10 @@ def _stats(values):
     return med, q3 - q1
 
 
-def measure(cfg_files, frame=None, device="cpu", runs=30, warmup=5):
+def measure(cfg_files, frame=None, device="cpu", runs=30, warmup=5, mode="deploy"):
     device = resolve_device(device)
     frame = Path(frame) if frame else default_frame()
-    models = [_Model(c, frame, device) for c in cfg_files]
+    models = [_Model(c, frame, device, mode) for c in cfg_files]
     for _ in range(warmup):
         for m in models:
             m.run_once()
@@ -98,15 +111,19 @@ def measure(cfg_files, frame=None, device="cpu", runs=30, warmup=5):
             m.records.append(m.run_once())
     rows = []
     base = None
+    base_macs = models[0].gmacs
     for m in models:
         stages = list(m.records[0].keys())
         for stage in stages:
             med, iqr = _stats([r[stage] for r in m.records])
             row = {"model": m.name, "stage": stage, "median_ms": round(med, 3), "iqr_ms": round(iqr, 3),
-                   "runs": runs, "device": str(device), "frame": frame.name, "speedup_vs_first": ""}
+                   "runs": runs, "device": str(device), "mode": mode, "frame": frame.name,
+                   "speedup_vs_first": "", "gmacs": "", "mac_ratio_vs_first": ""}
             if stage == "end_to_end":
                 base = med if base is None else base
                 row["speedup_vs_first"] = round(base / med, 3)
+                row["gmacs"] = round(m.gmacs, 3)
+                row["mac_ratio_vs_first"] = round(base_macs / m.gmacs, 3)
             rows.append(row)
     return rows
 
@@ -118,14 +135,17 @@ def main(argv=None):
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--mode", choices=["deploy", "eval"], default="deploy",
+                   help="deploy: BatchNorm folded, channels-last (default); eval: plain eval-mode modules")
     p.add_argument("--csv", default=None, help="write all rows here")
     args = p.parse_args(argv)
     if args.frame is None and not default_frame().is_file():
         sys.exit(f"no --frame given and the default real frame {default_frame()} is absent")
-    rows = measure(args.cfg_file, args.frame, args.device, args.runs, args.warmup)
-    print(f"{'model':40s} {'stage':22s} {'median ms':>10s} {'IQR ms':>8s} {'speed-up':>8s}")
+    rows = measure(args.cfg_file, args.frame, args.device, args.runs, args.warmup, args.mode)
+    print(f"{'model':40s} {'stage':22s} {'median ms':>10s} {'IQR ms':>8s} {'speed-up':>8s} {'GMACs':>7s} {'MAC ratio':>9s}")
     for r in rows:
-        print(f"{r['model']:40s} {r['stage']:22s} {r['median_ms']:10.2f} {r['iqr_ms']:8.2f} {str(r['speedup_vs_first']):>8s}")
+        print(f"{r['model']:40s} {r['stage']:22s} {r['median_ms']:10.2f} {r['iqr_ms']:8.2f} "
+              f"{str(r['speedup_vs_first']):>8s} {str(r['gmacs']):>7s} {str(r['mac_ratio_vs_first']):>9s}")
     if args.csv:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         with open(args.csv, "w", newline="") as f:

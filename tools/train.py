@@ -23,7 +23,7 @@ from pcdet.datasets import build_dataloader  # noqa: E402
 from pcdet.models import build_network  # noqa: E402
 from pcdet.train_utils import experiment  # noqa: E402
 from pcdet.train_utils.eval_utils import eval_one_epoch  # noqa: E402
-from pcdet.train_utils.optimization import build_optimizer, build_scheduler  # noqa: E402
+from pcdet.train_utils.optimization import autocast_dtype, build_optimizer, build_scheduler  # noqa: E402
 from pcdet.train_utils.train_utils import (  # noqa: E402
     NonFiniteLossError,
     latest_checkpoint,
@@ -104,14 +104,15 @@ def main(argv=None):
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     tb_log = SummaryWriter(log_dir=str(out_dir / "tensorboard")) if rank == 0 else None
-    logger.info(f"training epochs {start_epoch}..{epochs - 1}, {len(train_loader)} iterations per epoch")
+    logger.info(f"training epochs {start_epoch}..{epochs - 1}, {len(train_loader)} iterations per epoch, "
+                f"mixed precision: {optim_cfg.get('MIXED_PRECISION', 'none')}")
     try:
         train_model(
             train_model_obj, optimizer, train_loader, scheduler, start_epoch, epochs, start_iter, ckpt_dir,
             seed=args.seed, device=device, grad_norm_clip=optim_cfg.get("GRAD_NORM_CLIP", 10.0), sampler=sampler,
             tb_log=tb_log, logger=logger, rank=rank, ckpt_save_interval=args.ckpt_save_interval,
             max_ckpt_save_num=args.max_ckpt_save_num, progress=not args.no_progress,
-            stop_after_epoch=args.stop_after_epoch,
+            stop_after_epoch=args.stop_after_epoch, amp_dtype=autocast_dtype(optim_cfg),
         )
     except NonFiniteLossError as err:
         logger.error(str(err))

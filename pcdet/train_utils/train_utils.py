@@ -92,15 +92,16 @@ def latest_checkpoint(ckpt_dir):
 
 
 def train_one_epoch(model, optimizer, loader, scheduler, accumulated_iter, grad_norm_clip, device, epoch,
-                    tb_log=None, progress=True, rank=0, last_good_ckpt=None):
+                    tb_log=None, progress=True, rank=0, last_good_ckpt=None, amp_dtype=None):
     model.train()
     bar = tqdm.tqdm(total=len(loader), desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
                     disable=not progress or rank != 0)
     for batch in loader:
         load_data_to_device(batch, device)
         optimizer.zero_grad(set_to_none=True)
-        ret, tb_dict, disp_dict = model(batch)
-        loss = ret["loss"]
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            ret, tb_dict, disp_dict = model(batch)
+        loss = ret["loss"].float()
         if not torch.isfinite(loss):
             where = last_good_ckpt if last_good_ckpt else "none written yet"
             raise NonFiniteLossError(
@@ -127,7 +128,7 @@ def train_one_epoch(model, optimizer, loader, scheduler, accumulated_iter, grad_
 
 def train_model(model, optimizer, train_loader, scheduler, start_epoch, total_epochs, start_iter, ckpt_dir, *,
                 seed, device, grad_norm_clip, sampler=None, tb_log=None, logger=None, rank=0,
-                ckpt_save_interval=1, max_ckpt_save_num=50, progress=True, stop_after_epoch=None):
+                ckpt_save_interval=1, max_ckpt_save_num=50, progress=True, stop_after_epoch=None, amp_dtype=None):
     """Train epochs ``start_epoch..total_epochs-1``; checkpoint ``checkpoint_epoch_{e+1}.pth`` after each.
 
     ``stop_after_epoch`` ends the run early (used to simulate an interruption in tests).
@@ -138,7 +139,7 @@ def train_model(model, optimizer, train_loader, scheduler, start_epoch, total_ep
         seed_epoch(seed, epoch, sampler, train_loader)
         accumulated_iter = train_one_epoch(
             model, optimizer, train_loader, scheduler, accumulated_iter, grad_norm_clip, device, epoch,
-            tb_log=tb_log, progress=progress, rank=rank, last_good_ckpt=last_ckpt,
+            tb_log=tb_log, progress=progress, rank=rank, last_good_ckpt=last_ckpt, amp_dtype=amp_dtype,
         )
         trained = epoch + 1
         if rank == 0 and (trained % ckpt_save_interval == 0 or trained == total_epochs):

@@ -78,6 +78,7 @@ class Calibration:
         r0[:3, :3] = self.R0
         self._lidar_to_rect4 = r0 @ v2c
         self._rect_to_lidar4 = np.linalg.inv(self._lidar_to_rect4)
+        self._lidar_to_img = self.P2 @ self._lidar_to_rect4  # (3, 4): one pass from LiDAR to pixels
 
     def lidar_to_rect(self, pts_lidar):
         """(N, 3) LiDAR points -> (N, 3) rectified camera points."""
@@ -88,6 +89,16 @@ class Calibration:
         """(N, 3) rectified camera points -> (N, 3) LiDAR points."""
         pts = np.asarray(pts_rect, dtype=np.float64)[:, :3]
         return pts @ self._rect_to_lidar4[:3, :3].T + self._rect_to_lidar4[:3, 3]
+
+    def lidar_to_img(self, pts_lidar):
+        """(N, 3) LiDAR points -> ((N, 2) pixels, (N,) rect-frame depth); ``rect_to_img(lidar_to_rect(p))``
+        in one matrix product."""
+        pts = np.asarray(pts_lidar)[:, :3]
+        proj = pts @ self._lidar_to_img[:, :3].T + self._lidar_to_img[:, 3]
+        depth = proj[:, 2] - self.P2[2, 3]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = proj[:, :2] / proj[:, 2:3]
+        return uv, depth
 
     def rect_to_img(self, pts_rect):
         """(N, 3) rect points -> ((N, 2) pixels, (N,) depth in the rect frame)."""

@@ -15,8 +15,16 @@ def limit_period(val, offset=0.5, period=np.pi):
 
 def rotate_points_along_z(points, angle):
     """Rotate (B, N, 3+C) points by (B,) angles around +z (counter-clockwise); numpy or torch."""
-    is_numpy = isinstance(points, np.ndarray)
-    pts = torch.from_numpy(points) if is_numpy else points
+    if isinstance(points, np.ndarray):  # numpy path (data pipeline): no torch round trip
+        ang = np.asarray(angle, dtype=np.float64).reshape(-1)
+        cosa, sina = np.cos(ang), np.sin(ang)
+        rot = np.zeros((len(ang), 3, 3))
+        rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = cosa, sina, -sina, cosa, 1.0
+        out = points.copy()
+        out[:, :, 0:3] = np.matmul(points[:, :, 0:3], rot.astype(points.dtype))
+        return out
+    is_numpy = False
+    pts = points
     ang = torch.from_numpy(np.asarray(angle)) if is_numpy else angle
     cosa, sina = torch.cos(ang), torch.sin(ang)
     zeros, ones = ang.new_zeros(pts.shape[0]), ang.new_ones(pts.shape[0])

@@ -156,7 +156,7 @@ class KittiDataset(DatasetTemplate):
     def get_fov_points(self, points, calib, img_shape):
         if len(points) == 0:
             return points
-        return points[self.get_fov_flag(calib.lidar_to_rect(points[:, 0:3]), img_shape, calib)]
+        return points[kitti_utils.get_fov_flag_lidar(points[:, 0:3], img_shape, calib)]
 
     # ------------------------------------------------------------------ info building
     def process_single_scene(self, sample_idx, has_label=True, count_inside_pts=True):

@@ -45,7 +45,15 @@ def read_png_size(path):
 
 def get_fov_flag(pts_rect, img_shape, calib):
     """(N,) bool: rect-frame points that project inside image 2 of size ``img_shape`` (H, W), depth >= 0."""
-    uv, depth = calib.rect_to_img(pts_rect)
+    return _inside_image(*calib.rect_to_img(pts_rect), img_shape)
+
+
+def get_fov_flag_lidar(pts_lidar, img_shape, calib):
+    """``get_fov_flag`` for LiDAR-frame points (one fused projection)."""
+    return _inside_image(*calib.lidar_to_img(pts_lidar), img_shape)
+
+
+def _inside_image(uv, depth, img_shape):
     with np.errstate(invalid="ignore"):
         in_u = (uv[:, 0] >= 0) & (uv[:, 0] < img_shape[1])
         in_v = (uv[:, 1] >= 0) & (uv[:, 1] < img_shape[0])

@@ -66,7 +66,7 @@ class AnchorHeadTemplate(nn.Module):
 
     # ------------------------------------------------------------------ losses
     def get_cls_layer_loss(self):
-        cls_preds = self.forward_ret_dict["cls_preds"]
+        cls_preds = self.forward_ret_dict["cls_preds"].float()  # losses in fp32 under mixed precision
         box_cls_labels = self.forward_ret_dict["box_cls_labels"]
         batch_size = int(cls_preds.shape[0])
         cared = box_cls_labels >= 0
@@ -108,8 +108,9 @@ class AnchorHeadTemplate(nn.Module):
         return anchors.view(1, -1, anchors.shape[-1]).repeat(batch_size, 1, 1)
 
     def get_box_reg_layer_loss(self):
-        box_preds = self.forward_ret_dict["box_preds"]
+        box_preds = self.forward_ret_dict["box_preds"].float()
         dir_preds = self.forward_ret_dict.get("dir_cls_preds", None)
+        dir_preds = dir_preds.float() if dir_preds is not None else None
         targets = self.forward_ret_dict["box_reg_targets"]
         labels = self.forward_ret_dict["box_cls_labels"]
         batch_size = int(box_preds.shape[0])
