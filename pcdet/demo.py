@@ -1,14 +1,27 @@
 """The main job on the embedded synthetic dataset (``make demo``).
 
-    python -m pcdet.demo --out output/demo [--frames 200] [--seed 0]
+    python -m pcdet.demo --out output/demo [--frames 240] [--epochs 5] [--seed 0]
 
-Today it generates the embedded synthetic dataset in the KITTI layout and prints its label
-statistics next to real KITTI's (class mix, object sizes, depth histograms, points per object),
-measured by ``pcdet.datasets.synthetic.stats``. Everything printed is about the EMBEDDED
-SYNTHETIC dataset, not real KITTI.
+1. generates the embedded synthetic dataset in the KITTI layout and prints its label statistics
+   next to real KITTI's (``pcdet.datasets.synthetic.stats``), then builds the KITTI info pickles;
+2. trains, with ``tools/train.py`` and the configs a user would use, the PointPillars teacher
+   (``tools/cfgs/synthetic_models/pointpillar.yaml``), the 4x student without distillation
+   (``pointpillar_4x.yaml``) and the 4x student distilled with PointDistiller
+   (``kd_cfgs/synthetic/pointpillar_4x_pointdistiller.yaml``, teacher = the checkpoint of step 2);
+   each run evaluates itself on the val split at the end;
+3. measures params and GMACs (``benchmark.complexity``) and CPU latency (``benchmark.latency``) of
+   the three models on a synthetic val frame, and prints one table: params, GMACs, latency, BEV and
+   3D mAP (mean of the Car/Pedestrian/Cyclist moderate AP R40, as in the papers);
+4. writes ``demo_results.csv`` and ``demo_map_vs_gmacs.png`` under ``--out``.
+
+The schedule is shortened (``--epochs``, ``--frames``) so the whole job fits in minutes on a
+laptop CPU; the accuracies are therefore those of briefly trained models. Every figure printed was
+measured by this run on the EMBEDDED SYNTHETIC dataset, not on real KITTI.
 """
 import argparse
+import csv
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,41 +33,167 @@ from pcdet.datasets.synthetic.build import generate_dataset
 from pcdet.utils.paths import REPO_ROOT, realdata_dir
 
 BANNER = "[embedded synthetic dataset] "
+TEACHER_CFG = REPO_ROOT / "tools" / "cfgs" / "synthetic_models" / "pointpillar.yaml"
+STUDENT_CFG = REPO_ROOT / "tools" / "cfgs" / "synthetic_models" / "pointpillar_4x.yaml"
+KD_CFG = REPO_ROOT / "kd_cfgs" / "synthetic" / "pointpillar_4x_pointdistiller.yaml"
+CSV_FIELDS = ["model", "cfg_file", "params_M", "gmacs", "latency_ms", "latency_iqr_ms", "bev_map", "3d_map",
+              "train_seconds", "dataset", "run_dir"]
+
+
+def _log(msg):
+    print(BANNER + msg, flush=True)
+
+
+def _train(cfg, out, data_dir, tag, epochs, seed, workers, logs, extra=()):
+    """Run tools/train.py in a child process (its own logger and threads); returns (run dir, seconds)."""
+    from pcdet.train_utils.experiment import output_dir_for
+
+    cmd = [sys.executable, str(REPO_ROOT / "tools" / "train.py"), "--cfg_file", str(cfg), "--epochs", str(epochs),
+           "--seed", str(seed), "--workers", str(workers), "--extra_tag", tag, "--output_root", str(out / "runs"),
+           "--no_progress", *extra, "--set", "DATA_CONFIG.DATA_PATH", str(data_dir)]
+    log = logs / f"{tag}.log"
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=out)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
+        raise SystemExit(f"{BANNER}training {cfg} failed (exit {proc.returncode}); log {log}:\n{tail}")
+    return output_dir_for(cfg, tag, out / "runs"), seconds
+
+
+def _metrics(run_dir, epochs):
+    path = run_dir / "eval" / f"epoch_{epochs}" / "val" / "metrics.json"
+    if not path.is_file():
+        raise SystemExit(f"{BANNER}no evaluation found at {path}")
+    return json.loads(path.read_text())
+
+
+def _plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for kind, marker in (("3d_map", "o"), ("bev_map", "s")):
+        ax.scatter([r["gmacs"] for r in rows], [r[kind] for r in rows], marker=marker,
+                   label=kind.replace("_map", " mAP").upper().replace("BEV", "BEV"))
+        for r in rows:
+            ax.annotate(r["model"], (r["gmacs"], r[kind]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("GMACs per frame")
+    ax.set_ylabel("mAP (moderate, R40)")
+    ax.set_title("PointPillars KD demo, EMBEDDED SYNTHETIC dataset", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(REPO_ROOT / "output" / "demo"))
-    p.add_argument("--frames", type=int, default=200)
+    p.add_argument("--frames", type=int, default=240)
+    p.add_argument("--val_fraction", type=float, default=0.34)
+    p.add_argument("--epochs", type=int, default=5, help="epochs of each of the three trainings")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--latency_runs", type=int, default=10)
+    p.add_argument("--skip_stats", action="store_true", help="do not print the comparison with real KITTI labels")
     args = p.parse_args(argv)
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     data_dir = out / "synthetic_kitti"
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
 
-    print(f"{BANNER}generating {args.frames} frames (seed {args.seed}) into {data_dir}")
+    # 1. data ---------------------------------------------------------------------------------
+    _log(f"generating {args.frames} frames (seed {args.seed}) into {data_dir}")
     t0 = time.perf_counter()
     with tqdm.tqdm(total=args.frames, desc="frames", dynamic_ncols=True) as bar:
         def progress(done, total):
             bar.update(done - bar.n)
 
-        generate_dataset(data_dir, args.frames, seed=args.seed, workers=args.workers, progress=progress)
+        generate_dataset(data_dir, args.frames, seed=args.seed, workers=args.workers, progress=progress,
+                         val_fraction=args.val_fraction)
     seconds = time.perf_counter() - t0
-    print(f"{BANNER}{args.frames} frames in {seconds:.1f} s ({args.frames / seconds:.1f} frames/s, "
-          f"{args.workers} worker processes)")
-
+    _log(f"{args.frames} frames in {seconds:.1f} s ({args.frames / seconds:.1f} frames/s, "
+         f"{args.workers} worker processes)")
     real = realdata_dir() / "kitti_label2_all" / "training" / "label_2"
-    if not real.is_dir():
-        print(f"{BANNER}real KITTI labels not found at {real} (set PCDET_REALDATA): no comparison printed")
-        return 0
-    res = synthetic_stats.compare(data_dir, real)
-    print(f"{BANNER}label statistics, synthetic ({args.frames} frames) vs real KITTI ({real.parent.parent.name}, "
-          f"{res.get('real_frames', 'all')} frames):")
-    print(synthetic_stats.format_table(res))
-    (out / "synthetic_vs_real_kitti.json").write_text(json.dumps(res, indent=1) + "\n")
-    print(f"{BANNER}comparison written to {out / 'synthetic_vs_real_kitti.json'}")
-    return 0
+    if args.skip_stats:
+        pass
+    elif real.is_dir():
+        res = synthetic_stats.compare(data_dir, real)
+        _log(f"label statistics, synthetic ({args.frames} frames) vs real KITTI "
+             f"({res.get('real_frames', 'all')} frames):")
+        print(synthetic_stats.format_table(res))
+        (out / "synthetic_vs_real_kitti.json").write_text(json.dumps(res, indent=1) + "\n")
+    else:
+        _log(f"real KITTI labels not found at {real} (set PCDET_REALDATA): no comparison printed")
+
+    from pcdet.datasets.kitti.kitti_dataset import create_kitti_infos
+    from pcdet.train_utils.experiment import load_experiment_cfg
+
+    cfg = load_experiment_cfg(TEACHER_CFG)
+    summary = create_kitti_infos(cfg.DATA_CONFIG, cfg.CLASS_NAMES, data_dir, workers=args.workers)
+    _log(f"info pickles: {summary['kitti_infos_train.pkl']} train / {summary['kitti_infos_val.pkl']} val frames")
+
+    # 2. three trainings --------------------------------------------------------------------
+    runs = {}
+    plan = [("teacher", TEACHER_CFG, ()), ("student_4x", STUDENT_CFG, ()), ("student_4x_pointdistiller", KD_CFG, None)]
+    for name, cfg_file, extra in plan:
+        if extra is None:  # the KD run distils from the teacher trained above
+            teacher_ckpt = runs["teacher"]["run_dir"] / "ckpt" / f"checkpoint_epoch_{args.epochs}.pth"
+            extra = ("--teacher_ckpt", str(teacher_ckpt))
+        _log(f"training {name} ({cfg_file.relative_to(REPO_ROOT)}), {args.epochs} epochs; log {logs / (name + '.log')}")
+        run_dir, secs = _train(cfg_file, out, data_dir, name, args.epochs, args.seed, args.workers, logs, extra)
+        runs[name] = {"cfg_file": cfg_file, "run_dir": run_dir, "seconds": secs,
+                      "metrics": _metrics(run_dir, args.epochs)["metrics"]}
+        _log(f"  {name}: trained and evaluated in {secs:.0f} s")
+
+    # 3. complexity, latency, accuracy ---------------------------------------------------------
+    from benchmark import complexity, latency
+    from pcdet.datasets.kitti.eval import moderate_map
+
+    val_ids = (data_dir / "ImageSets" / "val.txt").read_text().split()
+    frame = data_dir / "training" / "velodyne" / f"{val_ids[0]}.bin"
+    model_cfgs = {"teacher": TEACHER_CFG, "student_4x": STUDENT_CFG, "student_4x_pointdistiller": STUDENT_CFG}
+    _log(f"latency: {args.latency_runs} round-robin runs per model on val frame {frame.name}, CPU")
+    lat_rows = latency.measure([TEACHER_CFG, STUDENT_CFG], frame, device="cpu", runs=args.latency_runs,
+                               warmup=2)
+    lat = {r["model"]: r for r in lat_rows if r["stage"] == "end_to_end"}
+    rows = []
+    for name, run in runs.items():
+        comp = complexity.measure(model_cfgs[name], frame)
+        lat_row = lat[Path(model_cfgs[name]).parent.name + "/" + Path(model_cfgs[name]).stem]
+        rows.append({
+            "model": name, "cfg_file": str(Path(run["cfg_file"]).relative_to(REPO_ROOT)),
+            "params_M": round(comp["params_M"], 4), "gmacs": round(comp["gmacs"], 3),
+            "latency_ms": lat_row["median_ms"], "latency_iqr_ms": lat_row["iqr_ms"],
+            "bev_map": round(moderate_map(run["metrics"], "bev"), 2), "3d_map": round(moderate_map(run["metrics"], "3d"), 2),
+            "train_seconds": round(run["seconds"], 1), "dataset": "embedded synthetic (KITTI format)",
+            "run_dir": str(run["run_dir"].relative_to(out)),
+        })
+
+    # 4. report --------------------------------------------------------------------------------
+    _log(f"results ({args.epochs} epochs each, {summary['kitti_infos_val.pkl']} val frames; mAP = mean of "
+         "Car/Ped/Cyc moderate AP R40):")
+    print(f"{'model':28s} {'params M':>9s} {'GMACs':>7s} {'CPU ms':>8s} {'BEV mAP':>8s} {'3D mAP':>7s} {'train s':>8s}")
+    for r in rows:
+        print(f"{r['model']:28s} {r['params_M']:9.3f} {r['gmacs']:7.2f} {r['latency_ms']:8.1f} "
+              f"{r['bev_map']:8.2f} {r['3d_map']:7.2f} {r['train_seconds']:8.0f}")
+    csv_path = out / "demo_results.csv"
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    png_path = out / "demo_map_vs_gmacs.png"
+    _plot(rows, png_path)
+    _log(f"wrote {csv_path} and {png_path}; total {time.perf_counter() - t_start:.0f} s")
+    return rows
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
+    sys.exit(0)

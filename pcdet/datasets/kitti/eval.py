@@ -496,6 +496,16 @@ def get_official_eval_result(gt_annos, dt_annos, current_classes, PR_detail_dict
 # files and command line
 
 
+def moderate_map(metrics, kind="3d", classes=("Car", "Pedestrian", "Cyclist"), recall="R40"):
+    """The papers' KITTI mAP: mean of the classes' Moderate APs (``kind`` bev/3d/bbox/aos) from a
+    metrics dict keyed ``<Class>_<kind>/moderate_<recall>`` (as written in ``metrics.json``)."""
+    keys = [f"{c}_{kind}/moderate_{recall}" for c in classes]
+    missing = [k for k in keys if k not in metrics]
+    if missing:
+        raise KeyError(f"moderate_map: metrics lack {missing}")
+    return float(sum(metrics[k] for k in keys) / len(keys))
+
+
 def parse_ids(spec):
     """``"0-999"`` or ``"3,7,10-12"`` -> list of ints."""
     ids = []
