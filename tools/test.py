@@ -52,12 +52,7 @@ def _epoch_of(path):
 def main(argv=None):
     args = parse_args(argv)
     cfg = experiment.load_experiment_cfg(args.cfg_file, args.set_cfgs)
-    if args.data_path is not None:
-        cfg.DATA_CONFIG.DATA_PATH = str(Path(args.data_path).resolve())
-    if args.infos_dir is not None:
-        infos_dir = Path(args.infos_dir).resolve()
-        for mode, rels in cfg.DATA_CONFIG.INFO_PATH.items():
-            cfg.DATA_CONFIG.INFO_PATH[mode] = [str(infos_dir / Path(rel).name) for rel in rels]
+    experiment.apply_data_overrides(cfg, args.data_path, args.infos_dir)
     device = experiment.resolve_device(args.device)
     out_dir = experiment.output_dir_for(args.cfg_file, args.extra_tag, args.output_root)
     logger = create_logger(name="pcdet.test")

@@ -45,6 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--teacher_ckpt", default=None, help="teacher weights for a KD config (wins over KD.TEACHER.CKPT)")
     p.add_argument("--set", dest="set_cfgs", nargs=argparse.REMAINDER, default=None, help="KEY VALUE overrides")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data_path", default=None, help="dataset root (overrides DATA_CONFIG.DATA_PATH)")
+    p.add_argument("--infos_dir", default=None,
+                   help="folder of the info / database pickles when they are not in the dataset root")
     p.add_argument("--launcher", choices=["none", "pytorch"], default="none")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--output_root", default=None, help="default: <repo>/output")
@@ -59,6 +62,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = experiment.load_experiment_cfg(args.cfg_file, args.set_cfgs)
+    experiment.apply_data_overrides(cfg, args.data_path, args.infos_dir)
     if args.teacher_ckpt is not None:
         if "KD" not in cfg:
             raise SystemExit(f"--teacher_ckpt given but {args.cfg_file} has no KD section")

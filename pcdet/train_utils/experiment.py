@@ -50,6 +50,25 @@ def output_dir_for(cfg_file, extra_tag="default", output_root=None):
     return root / experiment_name(cfg_file) / extra_tag
 
 
+def apply_data_overrides(cfg, data_path=None, infos_dir=None):
+    """``--data_path`` / ``--infos_dir`` of tools/train.py and tools/test.py: point ``DATA_CONFIG`` at
+    another dataset root, and read the info and ground-truth-database pickles from ``infos_dir``
+    (written there by ``create_kitti_infos --save_path``) so a read-only dataset is never written."""
+    from pathlib import Path
+
+    data_cfg = cfg.DATA_CONFIG
+    if data_path is not None:
+        data_cfg.DATA_PATH = str(Path(data_path).resolve())
+    if infos_dir is not None:
+        infos_dir = Path(infos_dir).resolve()
+        for mode, rels in data_cfg.INFO_PATH.items():
+            data_cfg.INFO_PATH[mode] = [str(infos_dir / Path(rel).name) for rel in rels]
+        for aug in (data_cfg.get("DATA_AUGMENTOR") or {}).get("AUG_CONFIG_LIST", []) or []:
+            if aug.get("NAME") == "gt_sampling":
+                aug.DB_INFO_PATH = [str(infos_dir / Path(rel).name) for rel in aug.DB_INFO_PATH]
+    return cfg
+
+
 def resolve_device(name="auto"):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

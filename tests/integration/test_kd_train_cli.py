@@ -1,0 +1,56 @@
+"""``python tools/train.py --cfg_file kd_cfgs/kitti/pointpillar_4x_pointdistiller.yaml --teacher_ckpt T``
+at the KITTI settings, on the real sample frames (read-only; infos kept elsewhere), from the
+repository root with a relative config path and from another directory with an absolute one."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pcdet.datasets.kitti.kitti_dataset import create_kitti_infos
+from pcdet.models import build_network
+from pcdet.train_utils.experiment import load_experiment_cfg
+from pcdet.utils.paths import REPO_ROOT
+
+KD_REL = os.path.join("kd_cfgs", "kitti", "pointpillar_4x_pointdistiller.yaml")
+
+
+@pytest.fixture(scope="module")
+def kitti_kd_setup(tmp_path_factory):
+    from tests.conftest import _require
+
+    real = _require("kitti")
+    tmp = tmp_path_factory.mktemp("kdcli")
+    cfg = load_experiment_cfg(REPO_ROOT / KD_REL)
+    infos = tmp / "infos"
+    create_kitti_infos(cfg.DATA_CONFIG, cfg.CLASS_NAMES, real, save_path=infos, workers=0)
+    # any checkpoint of the teacher config will do: an initialised teacher
+    tcfg = load_experiment_cfg(REPO_ROOT / "tools" / "cfgs" / "kitti_models" / "pointpillar.yaml")
+    from pcdet.datasets.point_cloud_files import PointCloudFileDataset
+
+    ds = PointCloudFileDataset(tcfg.DATA_CONFIG, tcfg.CLASS_NAMES, [real / "training" / "velodyne" / "000000.bin"])
+    torch.manual_seed(0)
+    teacher = build_network(tcfg.MODEL, len(tcfg.CLASS_NAMES), ds)
+    ckpt = tmp / "teacher.pth"
+    torch.save({"model_state": teacher.state_dict(), "epoch": 0}, ckpt)
+    return real, infos, ckpt, tmp
+
+
+@pytest.mark.parametrize("where", ["repo_root", "elsewhere"])
+def test_kd_train_cli_from_any_directory(kitti_kd_setup, where):
+    real, infos, ckpt, tmp = kitti_kd_setup
+    cwd = REPO_ROOT if where == "repo_root" else tmp
+    cfg_arg = KD_REL if where == "repo_root" else str(REPO_ROOT / KD_REL)
+    out = tmp / f"out_{where}"
+    cmd = [sys.executable, str(REPO_ROOT / "tools" / "train.py"), "--cfg_file", cfg_arg, "--teacher_ckpt", str(ckpt),
+           "--data_path", str(real), "--infos_dir", str(infos), "--epochs", "1", "--batch_size", "3",
+           "--workers", "0", "--no_eval", "--no_progress", "--output_root", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = out / "kd_cfgs" / "kitti" / "pointpillar_4x_pointdistiller" / "default" / "ckpt"
+    full = torch.load(run / "checkpoint_epoch_1.pth", weights_only=False)["model_state"]
+    student = torch.load(run / "student_epoch_1.pth", weights_only=False)["model_state"]
+    assert any("adapter" in k or "kd_methods" in k for k in full)  # adapters are trained and saved
+    assert not any("adapter" in k or "kd_methods" in k or "teacher" in k for k in student)
