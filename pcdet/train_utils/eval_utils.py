@@ -59,6 +59,7 @@ def eval_one_epoch(model, dataloader, result_dir, device, logger=None, progress=
         out.update(extra_info)
     (result_dir / "metrics.json").write_text(json.dumps(out, indent=2))
     if logger is not None:
-        logger.info("\n" + text)
+        note = getattr(dataset, "dataset_note", "")
+        logger.info((f"evaluation on the {note}:" if note else "evaluation:") + "\n" + text)
         logger.info(f"recall: {out['recall']}; results in {final_dir}; metrics in {result_dir / 'metrics.json'}")
     return out

@@ -61,6 +61,11 @@ def test_resume_reproduces_uninterrupted_run(tiny_data, tmp_path):
     mb = json.loads((resumed_dir / "eval" / "epoch_2" / "val" / "metrics.json").read_text())
     assert ma["metrics"] == mb["metrics"] and ma["recall"] == mb["recall"]
     assert ma["num_detections"] == mb["num_detections"]
+    from pcdet.datasets.kitti.kitti_dataset import SYNTHETIC_MANIFEST
+    from pcdet.datasets.synthetic.writers import MANIFEST_NAME
+
+    assert SYNTHETIC_MANIFEST == MANIFEST_NAME
+    assert "SYNTHETIC" in ma["dataset_note"]  # every output of the embedded dataset says so
 
 
 def test_nan_loss_stops_with_clear_message(tiny_data, tmp_path, caplog):
@@ -123,5 +128,5 @@ def test_synthetic_checkpoint_runs_on_real_kitti_frames(tiny_data, tmp_path, rea
     for f in (out / "final_result" / "data").glob("*.txt"):
         assert all(len(line.split()) == 16 for line in f.read_text().splitlines())
     metrics = json.loads((out / "metrics.json").read_text())
-    assert "Car_3d/moderate_R40" in metrics["metrics"]
+    assert "Car_3d/moderate_R40" in metrics["metrics"] and metrics["dataset_note"] == "KITTI"
     assert sorted(p.relative_to(real_kitti) for p in real_kitti.rglob("*")) == before

@@ -50,6 +50,8 @@ from pcdet.utils.calibration_kitti import Calibration
 from pcdet.utils.object3d_kitti import get_label_anno
 from pcdet.utils.paths import REPO_ROOT
 
+SYNTHETIC_MANIFEST = "synthetic_dataset.json"  # = pcdet.datasets.synthetic.writers.MANIFEST_NAME (tested)
+
 DEFAULT_CFG = REPO_ROOT / "tools" / "cfgs" / "dataset_configs" / "kitti_dataset.yaml"
 DEFAULT_DB_CLASSES = ("Car", "Pedestrian", "Cyclist")
 NUM_POINT_FEATURES = 4
@@ -102,6 +104,11 @@ class KittiDataset(DatasetTemplate):
         self.root_split_path = self.root_path / ("testing" if self.split == "test" else "training")
         self.sample_id_list = None
         self.kitti_infos = []
+        # the embedded synthetic dataset writes a manifest beside the KITTI folders: say so everywhere
+        self.is_synthetic = (self.root_path / SYNTHETIC_MANIFEST).is_file()
+        self.dataset_note = (
+            "EMBEDDED SYNTHETIC dataset in the KITTI format (not real KITTI)" if self.is_synthetic else "KITTI"
+        )
         if load_infos:
             self.include_kitti_data(self.mode)
 
