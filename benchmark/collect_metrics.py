@@ -7,12 +7,12 @@ three classes' moderate APs). ``source`` is the metrics file each line was read 
 the evaluation recorded (for example the embedded synthetic dataset) is copied into ``dataset``.
 """
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
 
 from pcdet.datasets.kitti.eval import moderate_map
+from benchmark.csv_io import write_rows
 
 CLASSES = ("Car", "Pedestrian", "Cyclist")
 KINDS = ("bev", "3d")
@@ -57,11 +57,7 @@ def main(argv=None):
     for r in rows:
         print(f"{r['run']:55s} {r['class']:10s} {r['kind']:4s} {str(r['easy']):>7s} {str(r['moderate']):>7s} {str(r['hard']):>7s}")
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
-            w.writeheader()
-            w.writerows(rows)
+        write_rows(args.csv, rows, FIELDS)
     return rows
 
 

@@ -22,7 +22,6 @@ folder, otherwise from a fixed set of three boxes.
 """
 import argparse
 import copy
-import csv
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from pcdet.models import load_data_to_device
 from pcdet.models.detectors import build_detector
 from pcdet.train_utils.experiment import load_experiment_cfg
 from pcdet.utils.paths import REPO_ROOT
+from benchmark.csv_io import write_rows
 
 DEFAULT_CFG = REPO_ROOT / "kd_cfgs" / "kitti" / "pointpillar_4x_pointdistiller.yaml"
 FALLBACK_BOXES = np.array(
@@ -192,14 +192,7 @@ def main(argv=None):
               f"{str(r['ratio_vs_featurekd_sampled']):>10s} {str(r['ratio_vs_no_kd']):>7s}")
     print(f"KNN share of the PointDistiller step: {rows[-1]['knn_share_of_pointdistiller_step']:.3f}")
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        fields = []
-        for r in rows:
-            fields += [k for k in r if k not in fields]
-        with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows(rows)
+        write_rows(args.csv, rows)
     return rows
 
 

@@ -14,7 +14,6 @@ tiny input, (b) the end-to-end evaluation (reading all label and result files + 
 metrics and difficulties) with the kernels already compiled, repeated ``--repeat`` times.
 """
 import argparse
-import csv
 import os
 import tempfile
 import time
@@ -24,6 +23,7 @@ import numpy as np
 
 from pcdet.utils.object3d_kitti import format_label_line, get_label_anno
 from pcdet.utils.paths import realdata_dir
+from benchmark.csv_io import write_rows
 
 # typical (h, w, l) per class for random false positives
 _FP_SIZE = {"Car": (1.5, 1.6, 3.9), "Pedestrian": (1.75, 0.6, 0.8), "Cyclist": (1.7, 0.6, 1.75)}
@@ -131,11 +131,7 @@ def main(argv=None):
         "car_3d_moderate_R40": round(result["Car_3d/moderate_R40"], 4),
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(row))
-        writer.writeheader()
-        writer.writerow(row)
+    write_rows(out, [row])
     for k, v in row.items():
         print(f"{k}: {v}")
     return 0

@@ -17,7 +17,6 @@ folded into the preceding layers and channels-last 2D convolutions
 the plain eval-mode PyTorch modules.
 """
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from pcdet.train_utils.experiment import experiment_name, load_experiment_cfg, r
 from pcdet.models.model_utils.inference_utils import prepare_for_inference
 from benchmark.complexity import default_frame
 from benchmark.complexity import measure as measure_complexity
+from benchmark.csv_io import write_rows
 
 
 class _Timer:
@@ -147,11 +147,7 @@ def main(argv=None):
         print(f"{r['model']:40s} {r['stage']:22s} {r['median_ms']:10.2f} {r['iqr_ms']:8.2f} "
               f"{str(r['speedup_vs_first']):>8s} {str(r['gmacs']):>7s} {str(r['mac_ratio_vs_first']):>9s}")
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-            w.writeheader()
-            w.writerows(rows)
+        write_rows(args.csv, rows)
     return rows
 
 

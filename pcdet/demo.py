@@ -19,7 +19,6 @@ laptop CPU; the accuracies are therefore those of briefly trained models. Every 
 measured by this run on the EMBEDDED SYNTHETIC dataset, not on real KITTI.
 """
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -78,7 +77,7 @@ def _plot(rows, path):
     fig, ax = plt.subplots(figsize=(6, 4))
     for kind, marker in (("3d_map", "o"), ("bev_map", "s")):
         ax.scatter([r["gmacs"] for r in rows], [r[kind] for r in rows], marker=marker,
-                   label=kind.replace("_map", " mAP").upper().replace("BEV", "BEV"))
+                   label={"3d_map": "3D mAP", "bev_map": "BEV mAP"}[kind])
         for r in rows:
             ax.annotate(r["model"], (r["gmacs"], r[kind]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("GMACs per frame")
@@ -154,6 +153,8 @@ def main(argv=None):
 
     # 3. complexity, latency, accuracy ---------------------------------------------------------
     from benchmark import complexity, latency
+    from benchmark.csv_io import write_rows
+    from pcdet.train_utils.experiment import experiment_name
     from pcdet.datasets.kitti.eval import moderate_map
 
     val_ids = (data_dir / "ImageSets" / "val.txt").read_text().split()
@@ -166,7 +167,7 @@ def main(argv=None):
     rows = []
     for name, run in runs.items():
         comp = complexity.measure(model_cfgs[name], frame)
-        lat_row = lat[Path(model_cfgs[name]).parent.name + "/" + Path(model_cfgs[name]).stem]
+        lat_row = lat[experiment_name(model_cfgs[name])]
         rows.append({
             "model": name, "cfg_file": str(Path(run["cfg_file"]).relative_to(REPO_ROOT)),
             "params_M": round(comp["params_M"], 4), "gmacs": round(comp["gmacs"], 3),
@@ -184,10 +185,7 @@ def main(argv=None):
         print(f"{r['model']:28s} {r['params_M']:9.3f} {r['gmacs']:7.2f} {r['latency_ms']:8.1f} "
               f"{r['bev_map']:8.2f} {r['3d_map']:7.2f} {r['train_seconds']:8.0f}")
     csv_path = out / "demo_results.csv"
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(csv_path, rows, CSV_FIELDS)
     png_path = out / "demo_map_vs_gmacs.png"
     _plot(rows, png_path)
     _log(f"wrote {csv_path} and {png_path}; total {time.perf_counter() - t_start:.0f} s")
