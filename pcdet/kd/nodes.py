@@ -99,6 +99,15 @@ def resolve_importance(feature, importance):
     return importance
 
 
+def full_precision(t):
+    """``t`` as float32 when it is a half-precision tensor (bf16/fp16 from an autocast forward).
+
+    KD losses run in full precision (the wrapper disables autocast around them): the graph
+    kernels and the variance/softmax sums need float32, and the numba edge passes take float32/64.
+    """
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def sample_nodes(batch_dict, feature, n, importance="auto", teacher_feature=None):
     """Top-``n`` nodes per sample of ``feature`` (student) and ``<teacher_feature>_tea`` (teacher;
     ``teacher_feature`` defaults to ``feature``, e.g. another stride level at the same resolution).
@@ -124,8 +133,9 @@ def sample_nodes(batch_dict, feature, n, importance="auto", teacher_feature=None
         cell, smp = pos[idx], sample[idx]
         feat_s = fs.flatten(2)[smp, :, cell]
         feat_t = ft.flatten(2)[smp, :, cell]
-        coords = torch.stack([cell // w, cell % w], dim=1).to(fs.dtype)
-        return NodeSample(feat_s, feat_t, score_map[idx].to(fs.dtype), coords, ptr)
+        feat_s, feat_t = full_precision(feat_s), full_precision(feat_t)
+        coords = torch.stack([cell // w, cell % w], dim=1).to(feat_s.dtype)
+        return NodeSample(feat_s, feat_t, score_map[idx].to(feat_s.dtype), coords, ptr)
     if fs.dim() != 2 or ft.dim() != 2:
         raise NodeAlignmentError(f"{feature}: expected (V, C) or (B, C, H, W) features, got {tuple(fs.shape)} / {tuple(ft.shape)}")
     if feature not in SPARSE_FEATURES:
@@ -147,7 +157,8 @@ def sample_nodes(batch_dict, feature, n, importance="auto", teacher_feature=None
     else:
         score = ft.amax(dim=1) if ft.shape[1] > 0 else ft.new_zeros(ft.shape[0])
     idx, ptr = _select_ranked(score, _position_rank(spatial), sample, batch_size, n)
-    return NodeSample(fs[idx], ft[idx], score[idx].to(fs.dtype), spatial[idx].to(fs.dtype), ptr)
+    feat_s, feat_t = full_precision(fs[idx]), full_precision(ft[idx])
+    return NodeSample(feat_s, feat_t, score[idx].to(feat_s.dtype), spatial[idx].to(feat_s.dtype), ptr)
 
 
 def reweight(score, ptr, tau, enabled=True):

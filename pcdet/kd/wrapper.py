@@ -184,7 +184,9 @@ class DistillationWrapper(nn.Module):
         disp_dict = dict(disp_dict)
         kd_total = task.new_zeros(())
         for tag, method in zip(self.method_tags, self.kd_methods):
-            loss, method_tb = method(batch_dict)
+            # KD losses in full precision even inside a mixed-precision forward (see kd.nodes.full_precision)
+            with torch.autocast(task.device.type, enabled=False):
+                loss, method_tb = method(batch_dict)
             kd_total = kd_total + loss
             tb_dict[tag] = float(loss.detach())
             for key, val in (method_tb or {}).items():

@@ -233,3 +233,24 @@ def test_the_training_loop_trains_the_wrapper_and_exports_the_student(kd, tmp_pa
     for k, v in model.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k])
     assert all(torch.equal(v, resumed.teacher.state_dict()[k]) for k, v in teacher_before.items())
+
+
+def test_kd_losses_run_in_float32_under_a_bf16_autocast_forward(kd, monkeypatch):
+    """Mixed-precision training (OPTIMIZATION.MIXED_PRECISION: bf16): the student's features are
+    bf16, the KD methods still see float32 (the fused CPU edge kernels take float32/64 only)."""
+    import pcdet.kd.graph_ops as graph_ops
+
+    cfg, ds, model = kd
+    seen = []
+    orig = graph_ops.FusedEdgeBNReluLoss.apply
+    monkeypatch.setattr(graph_ops.FusedEdgeBNReluLoss, "apply",
+                        staticmethod(lambda *a: seen.append(a[0].dtype) or orig(*a)))
+    model.train()
+    batch = random_batch(ds.data_processor.grid_size, seed=3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ret, tb, _ = model(batch)
+    assert batch["pillar_features"].dtype == torch.bfloat16  # the student did run in bf16
+    assert seen == [torch.float32]  # PointDistiller's fused float32 CPU path
+    assert torch.isfinite(ret["loss"]) and tb["kd_pointdistiller_pillar_features"] > 0
+    ret["loss"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.kd_methods.parameters())

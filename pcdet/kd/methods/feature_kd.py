@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pcdet.kd.methods.base import KDMethod
-from pcdet.kd.nodes import NodeAlignmentError, feature_channels, resolve_importance, sample_nodes
+from pcdet.kd.nodes import NodeAlignmentError, feature_channels, full_precision, resolve_importance, sample_nodes
 
 
 class FeatureKD(KDMethod):
@@ -35,7 +35,8 @@ class FeatureKD(KDMethod):
     def forward(self, batch_dict):
         fs = batch_dict[self.feature]
         if self.n is None and fs.dim() == 4:
-            ft = batch_dict[self.teacher_feature + "_tea"].detach()
+            fs = full_precision(fs)
+            ft = full_precision(batch_dict[self.teacher_feature + "_tea"].detach())
             if fs.shape[0] != ft.shape[0] or fs.shape[2:] != ft.shape[2:]:
                 raise NodeAlignmentError(f"{self.feature}: student map {tuple(fs.shape)} vs teacher map {tuple(ft.shape)}")
             pred = F.conv2d(fs, self.adapter.weight[:, :, None, None], self.adapter.bias)
