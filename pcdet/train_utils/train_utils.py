@@ -6,9 +6,11 @@ so a run resumed from the checkpoint of epoch ``e`` replays epochs ``e+1..`` exa
 uninterrupted run would.
 """
 import glob
+import json
 import math
 import os
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +128,26 @@ def train_one_epoch(model, optimizer, loader, scheduler, accumulated_iter, grad_
     return accumulated_iter
 
 
+TRAIN_STATS_FILE = "train_stats.json"
+
+
+def record_epoch_time(path, epoch, seconds, iterations):
+    """Add (or replace, after a resume) epoch ``epoch``'s wall time to ``train_stats.json``.
+
+    ``{"epochs": [{"epoch": 1, "seconds": 41.2, "iterations": 198, "seconds_per_iteration": 0.208}, ...]}``;
+    the training-cost benchmark reads it.
+    """
+    path = Path(path)
+    stats = json.loads(path.read_text()) if path.is_file() else {"epochs": []}
+    entries = [e for e in stats.get("epochs", []) if e.get("epoch") != epoch]
+    entries.append({"epoch": epoch, "seconds": round(seconds, 3), "iterations": int(iterations),
+                    "seconds_per_iteration": round(seconds / max(1, iterations), 5)})
+    stats["epochs"] = sorted(entries, key=lambda e: e["epoch"])
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(stats, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
 def train_model(model, optimizer, train_loader, scheduler, start_epoch, total_epochs, start_iter, ckpt_dir, *,
                 seed, device, grad_norm_clip, sampler=None, tb_log=None, logger=None, rank=0,
                 ckpt_save_interval=1, max_ckpt_save_num=50, progress=True, stop_after_epoch=None, amp_dtype=None):
@@ -137,11 +159,15 @@ def train_model(model, optimizer, train_loader, scheduler, start_epoch, total_ep
     last_ckpt = latest_checkpoint(ckpt_dir) if rank == 0 else None
     for epoch in range(start_epoch, total_epochs):
         seed_epoch(seed, epoch, sampler, train_loader)
+        t_epoch, iter_before = time.perf_counter(), accumulated_iter
         accumulated_iter = train_one_epoch(
             model, optimizer, train_loader, scheduler, accumulated_iter, grad_norm_clip, device, epoch,
             tb_log=tb_log, progress=progress, rank=rank, last_good_ckpt=last_ckpt, amp_dtype=amp_dtype,
         )
         trained = epoch + 1
+        if rank == 0:
+            record_epoch_time(Path(ckpt_dir).parent / TRAIN_STATS_FILE, trained, time.perf_counter() - t_epoch,
+                              accumulated_iter - iter_before)
         if rank == 0 and (trained % ckpt_save_interval == 0 or trained == total_epochs):
             existing = sorted(glob.glob(str(Path(ckpt_dir) / "checkpoint_epoch_*.pth")), key=os.path.getmtime)
             for old in existing[: max(0, len(existing) - max_ckpt_save_num + 1)]:
@@ -153,7 +179,8 @@ def train_model(model, optimizer, train_loader, scheduler, start_epoch, total_ep
                 save_checkpoint_atomic({"model_state": export(), "epoch": epoch},
                                        Path(ckpt_dir) / f"student_epoch_{trained}.pth")
             if logger is not None:
-                logger.info(f"epoch {trained}/{total_epochs} done, checkpoint {last_ckpt}")
+                logger.info(f"epoch {trained}/{total_epochs} done in {time.perf_counter() - t_epoch:.1f} s, "
+                            f"checkpoint {last_ckpt}")
         if stop_after_epoch is not None and trained >= stop_after_epoch:
             break
     return accumulated_iter

@@ -90,6 +90,13 @@ def load_pickle(path):
         raise DatasetFileError(f"{path}: not a readable pickle ({type(err).__name__}: {err})") from None
 
 
+def dataset_note(root):
+    """What every output says about the data at ``root``: the embedded synthetic dataset or KITTI."""
+    if (Path(root) / SYNTHETIC_MANIFEST).is_file():
+        return "EMBEDDED SYNTHETIC dataset in the KITTI format (not real KITTI)"
+    return "KITTI"
+
+
 class KittiDataset(DatasetTemplate):
     def __init__(self, dataset_cfg, class_names, training=True, root_path=None, logger=None, load_infos=True):
         super().__init__(
@@ -106,9 +113,7 @@ class KittiDataset(DatasetTemplate):
         self.kitti_infos = []
         # the embedded synthetic dataset writes a manifest beside the KITTI folders: say so everywhere
         self.is_synthetic = (self.root_path / SYNTHETIC_MANIFEST).is_file()
-        self.dataset_note = (
-            "EMBEDDED SYNTHETIC dataset in the KITTI format (not real KITTI)" if self.is_synthetic else "KITTI"
-        )
+        self.dataset_note = dataset_note(self.root_path)
         if load_infos:
             self.include_kitti_data(self.mode)
 

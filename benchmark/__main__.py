@@ -1,0 +1,74 @@
+"""``python -m benchmark list | run | report``: the papers' tables as cached experiments.
+
+    python -m benchmark list [--preset mini]
+    python -m benchmark run --table ID [--preset smoke|mini|paper] [--seeds N] [--out DIR] [--device cpu|cuda]
+                            [--cache DIR]
+    python -m benchmark report [--out DIR]
+
+``list`` shows every table of ``benchmark/tables/``, whether it runs now under the preset and, if
+not, what it waits for. ``run`` writes ``DIR/ID.csv`` (default ``output/benchmark/<preset>/``);
+experiments are cached under ``--cache`` (default ``output/benchmark/cache``), shared by every
+table and preset. ``report`` turns the CSVs of DIR into ``report.md`` and PNG plots.
+"""
+import argparse
+import sys
+
+from benchmark import registry
+from pcdet.utils.paths import REPO_ROOT
+
+
+def cmd_list(args):
+    tables = registry.load_tables()
+    preset = registry.load_presets()[args.preset]
+    caps = registry.capabilities()
+    print(f"{len(tables)} tables; runnable = at least one row runs under preset {args.preset!r}")
+    print(f"{'id':11s} {'runnable':9s} {'rows':>5s}  title / what it waits for")
+    for tid, t in tables.items():
+        ok, status = registry.table_status(t, preset, caps)
+        flag = "yes" if ok else "no"
+        print(f"{tid:11s} {flag:9s} {len(ok):>2d}/{len(t['ROWS']):<2d}  {t['TITLE']}")
+        waits = sorted({m for name, ms in status.items() for m in ms})
+        caps_missing = [w for w in waits if not w.startswith("config ")]
+        configs = [w for w in waits if w.startswith("config ")]
+        if waits:
+            what = ", ".join(caps_missing) if caps_missing else f"{len(configs)} config file(s): {configs[0][7:]} ..."
+            if caps_missing and configs:
+                what += f" (and {len(configs)} config files)"
+            print(f"{'':20s}{'other rows wait' if ok else 'waits'} for: {what}")
+    return 0
+
+
+def cmd_run(args):
+    from benchmark.harness import run_table
+
+    run_table(args.table, args.preset, args.seeds, args.out, args.device, args.cache)
+    return 0
+
+
+def cmd_report(args):
+    from benchmark.report import write_report
+
+    write_report(args.out)
+    return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pl = sub.add_parser("list", help="every table and whether it runs now")
+    pl.add_argument("--preset", default="mini")
+    pr = sub.add_parser("run", help="run one table and write its CSV")
+    pr.add_argument("--table", required=True)
+    pr.add_argument("--preset", default="smoke", choices=["smoke", "mini", "paper"])
+    pr.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the preset's)")
+    pr.add_argument("--out", default=None, help="folder of the CSVs (default output/benchmark/<preset>)")
+    pr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    pr.add_argument("--cache", default=None, help="experiment cache (default output/benchmark/cache)")
+    rp = sub.add_parser("report", help="Markdown summary and plots of the CSVs in a folder")
+    rp.add_argument("--out", default=str(REPO_ROOT / "output" / "benchmark" / "mini"))
+    args = p.parse_args(argv)
+    return {"list": cmd_list, "run": cmd_run, "report": cmd_report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Experiments of the benchmark harness, cached by a hash of what they resolve to.
+
+An experiment is a dict ``spec`` (JSON-serialisable) naming everything its result depends on: its
+kind, the *resolved* config (every ``_BASE_CONFIG_`` merged, so editing a base config changes the
+hash), the seed, the epochs, the data, the teacher experiment it distils from. Its directory is
+``<cache>/<kind>/<label>-<sha1(spec)[:12]>/`` holding ``spec.json`` and, once finished,
+``result.json``. A finished experiment is never run again (a teacher trained once serves every row
+and table that names the same teacher); an interrupted training resumes from its newest checkpoint.
+
+Kinds: ``data`` (the embedded synthetic dataset + info pickles), ``train`` (``tools/train.py`` in a
+child process, then its final evaluation), ``complexity`` (:mod:`benchmark.complexity`),
+``latency`` (:mod:`benchmark.latency`, all models of a table round-robin in one run, so their ratios
+come from one run) and ``kd_overhead`` (:mod:`benchmark.kd_overhead`).
+"""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pcdet.utils.paths import REPO_ROOT
+
+
+class ExperimentError(RuntimeError):
+    """An experiment that failed; the message names its directory and log."""
+
+
+def _rel(path):
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def resolved_config(cfg_file):
+    """The config as merged by ``load_experiment_cfg``: a plain dict (hashable as JSON)."""
+    from pcdet.train_utils.experiment import load_experiment_cfg
+
+    def plain(x):
+        if isinstance(x, dict):
+            return {str(k): plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        return x if isinstance(x, (int, float, str, bool)) or x is None else str(x)
+
+    return plain(load_experiment_cfg(cfg_file))
+
+
+def spec_hash(spec):
+    return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class Experiment:
+    """One cached unit of work: ``run()`` returns its result dict (from the cache when finished)."""
+
+    kind = "experiment"
+
+    def __init__(self, cache_root, label, spec):
+        self.label = label
+        self.spec = dict(spec, kind=self.kind)
+        self.hash = spec_hash(self.spec)
+        self.dir = Path(cache_root) / self.kind / f"{label}-{self.hash}"
+
+    @property
+    def result_file(self):
+        return self.dir / "result.json"
+
+    def cached(self):
+        return self.result_file.is_file()
+
+    def result(self):
+        return json.loads(self.result_file.read_text())
+
+    def run(self, log=print):
+        if self.cached():
+            return self.result()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "spec.json").write_text(json.dumps(self.spec, indent=1, sort_keys=True, default=str) + "\n")
+        t0 = time.perf_counter()
+        result = self.execute(log)
+        result["seconds"] = round(time.perf_counter() - t0, 2)
+        result["source"] = _rel(self.dir)
+        tmp = self.result_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=1, default=str) + "\n")
+        os.replace(tmp, self.result_file)
+        return result
+
+    def execute(self, log):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{self.kind} {self.label} ({self.hash})"
+
+
+class SyntheticData(Experiment):
+    """The embedded synthetic dataset in the KITTI layout plus its info pickles and gt database."""
+
+    kind = "data"
+
+    def __init__(self, cache_root, frames, seed, val_fraction, info_cfg_file):
+        super().__init__(cache_root, f"synthetic_{frames}f_seed{seed}",
+                         {"frames": frames, "seed": seed, "val_fraction": val_fraction,
+                          "data_config": resolved_config(info_cfg_file)["DATA_CONFIG"]})
+        self.info_cfg_file = info_cfg_file
+
+    @property
+    def root(self):
+        return self.dir / "synthetic_kitti"
+
+    def execute(self, log):
+        from pcdet.datasets.kitti.kitti_dataset import create_kitti_infos
+        from pcdet.datasets.synthetic.build import generate_dataset
+        from pcdet.train_utils.experiment import load_experiment_cfg
+
+        log(f"generating the embedded synthetic dataset: {self.spec['frames']} frames, seed {self.spec['seed']}")
+        generate_dataset(self.root, self.spec["frames"], seed=self.spec["seed"], workers=2,
+                         val_fraction=self.spec["val_fraction"])
+        cfg = load_experiment_cfg(self.info_cfg_file)
+        summary = create_kitti_infos(cfg.DATA_CONFIG, cfg.CLASS_NAMES, self.root, workers=2)
+        return {"root": _rel(self.root), "frames": self.spec["frames"], "infos": summary}
+
+    def first_val_frame(self):
+        ids = (self.root / "ImageSets" / "val.txt").read_text().split()
+        return self.root / "training" / "velodyne" / f"{ids[0]}.bin"
+
+
+class RealData:
+    """A real dataset named by the configs (never generated, never downloaded)."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.spec = {"root": _rel(self.root)}
+
+    def check(self):
+        needed = [self.root / "training" / "velodyne", self.root / "ImageSets" / "val.txt",
+                  self.root / "kitti_infos_train.pkl", self.root / "kitti_infos_val.pkl"]
+        missing = [_rel(p) for p in needed if not p.exists()]
+        if missing:
+            raise ExperimentError(
+                f"the paper preset needs the real KITTI dataset at {_rel(self.root)}; missing: {missing}. Download "
+                f"KITTI 3D object detection (velodyne, label_2, calib, image_2 sizes, ImageSets) into that folder, "
+                f"then run python -m pcdet.datasets.kitti.kitti_dataset create_kitti_infos "
+                f"tools/cfgs/dataset_configs/kitti_dataset.yaml")
+        return self
+
+    def first_val_frame(self):
+        ids = (self.root / "ImageSets" / "val.txt").read_text().split()
+        return self.root / "training" / "velodyne" / f"{ids[0]}.bin"
+
+
+class Train(Experiment):
+    """``tools/train.py`` + its final evaluation. ``teacher``: the Train experiment of the teacher."""
+
+    kind = "train"
+
+    def __init__(self, cache_root, label, cfg_file, seed, epochs, data, device, teacher=None, extra_args=()):
+        spec = {"cfg_file": _rel(cfg_file), "config": resolved_config(cfg_file), "seed": seed, "epochs": epochs,
+                "data": data.spec, "device": device, "teacher": teacher.hash if teacher else None,
+                "extra_args": list(extra_args)}
+        super().__init__(cache_root, label, spec)
+        self.cfg_file, self.seed, self.epochs, self.data, self.device = Path(cfg_file), seed, epochs, data, device
+        self.teacher, self.extra_args = teacher, list(extra_args)
+
+    @property
+    def run_dir(self):
+        from pcdet.train_utils.experiment import output_dir_for
+
+        return output_dir_for(self.cfg_file, f"seed{self.seed}", self.dir)
+
+    def final_ckpt(self):
+        ckpts = sorted((self.run_dir / "ckpt").glob("checkpoint_epoch_*.pth"),
+                       key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+        if not ckpts:
+            raise ExperimentError(f"{self}: no checkpoint in {self.run_dir / 'ckpt'}")
+        return ckpts[-1]
+
+    def execute(self, log):
+        cmd = [sys.executable, str(REPO_ROOT / "tools" / "train.py"), "--cfg_file", str(self.cfg_file),
+               "--seed", str(self.seed), "--extra_tag", f"seed{self.seed}", "--output_root", str(self.dir),
+               "--no_progress", "--device", self.device, "--data_path", str(self.data.root), *self.extra_args]
+        if self.epochs is not None:
+            cmd += ["--epochs", str(self.epochs)]
+        if self.teacher is not None:
+            cmd += ["--teacher_ckpt", str(self.teacher.final_ckpt())]
+        if any((self.run_dir / "ckpt").glob("checkpoint_epoch_*.pth")):
+            cmd += ["--ckpt", "latest"]
+            log(f"resuming {self} from its newest checkpoint")
+        logfile = self.dir / "train.log"
+        with open(logfile, "a") as f:
+            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT))
+        if proc.returncode != 0:
+            tail = "".join(logfile.read_text().splitlines(keepends=True)[-15:])
+            raise ExperimentError(f"{self} failed (exit {proc.returncode}); log {_rel(logfile)}:\n{tail}")
+        result = {"run_dir": _rel(self.run_dir), "cfg_file": _rel(self.cfg_file), "seed": self.seed}
+        if "--no_eval" not in self.extra_args:
+            found = sorted((self.run_dir / "eval").glob("epoch_*/val/metrics.json"),
+                           key=lambda p: int(p.parent.parent.name.split("_")[1]))
+            if not found:
+                raise ExperimentError(f"{self}: no evaluation in {self.run_dir / 'eval'}; log {_rel(logfile)}")
+            data = json.loads(found[-1].read_text())
+            result.update(metrics=data["metrics"], dataset=data.get("dataset_note", ""), metrics_file=_rel(found[-1]))
+        stats = self.run_dir / "train_stats.json"
+        if stats.is_file():
+            result["epochs"] = json.loads(stats.read_text())["epochs"]
+        return result
+
+
+class Complexity(Experiment):
+    kind = "complexity"
+
+    def __init__(self, cache_root, label, cfg_file, frame):
+        super().__init__(cache_root, label, {"cfg_file": _rel(cfg_file), "config": resolved_config(cfg_file),
+                                             "frame": _rel(frame)})
+        self.cfg_file, self.frame = cfg_file, frame
+
+    def execute(self, log):
+        from benchmark import complexity
+
+        res = complexity.measure(self.cfg_file, self.frame)
+        return {"params_m": res["params_M"], "gmacs": res["gmacs"], "num_voxels": res["num_voxels"],
+                "frame": _rel(self.frame)}
+
+
+class Latency(Experiment):
+    """Every model of a table in one round-robin run (their ratios come from the same run)."""
+
+    kind = "latency"
+
+    def __init__(self, cache_root, label, cfg_files, frame, device, runs, warmup):
+        super().__init__(cache_root, label, {"cfg_files": [_rel(c) for c in cfg_files],
+                                             "configs": [resolved_config(c) for c in cfg_files], "frame": _rel(frame),
+                                             "device": device, "runs": runs, "warmup": warmup})
+        self.cfg_files, self.frame, self.device, self.runs, self.warmup = cfg_files, frame, device, runs, warmup
+
+    def execute(self, log):
+        from benchmark import latency
+        from pcdet.train_utils.experiment import experiment_name
+
+        rows = latency.measure(self.cfg_files, self.frame, device=self.device, runs=self.runs, warmup=self.warmup)
+        per_model = {r["model"]: r for r in rows if r["stage"] == "end_to_end"}
+        return {"median_ms": {_rel(c): per_model[experiment_name(c)]["median_ms"] for c in self.cfg_files},
+                "iqr_ms": {_rel(c): per_model[experiment_name(c)]["iqr_ms"] for c in self.cfg_files}, "rows": rows}
+
+
+class KDOverhead(Experiment):
+    kind = "kd_overhead"
+
+    def __init__(self, cache_root, label, kd_cfg_file, frame, steps, warmup):
+        super().__init__(cache_root, label, {"cfg_file": _rel(kd_cfg_file), "config": resolved_config(kd_cfg_file),
+                                             "frame": _rel(frame), "steps": steps, "warmup": warmup})
+        self.cfg_file, self.frame, self.steps, self.warmup = kd_cfg_file, frame, steps, warmup
+
+    def execute(self, log):
+        from benchmark import kd_overhead
+
+        rows = kd_overhead.measure(self.cfg_file, self.frame, steps=self.steps, warmup=self.warmup)
+        return {"step_s": {r["variant"]: r["median_s"] for r in rows}, "rows": rows}

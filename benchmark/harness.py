@@ -1,0 +1,271 @@
+"""Run one table of the registry under a preset and write its comparison CSV.
+
+:func:`plan_table` turns the runnable rows of a table into cached experiments
+(:mod:`benchmark.experiments`); :func:`run_table` runs what is not cached yet (with a progress
+bar), then :func:`table_cells` reads the measured values out of the experiments' results and
+writes ``<out>/<table id>.csv`` (:mod:`benchmark.results_csv`). Rows that cannot run yet keep
+the paper's figures and an empty measured column.
+
+What each measure contributes (a row's metrics are its ``PAPER`` keys plus these defaults):
+
+* ``accuracy``: one ``train`` experiment per seed (``--seeds N`` = seeds 0..N-1) of the row's KD
+  config (or model config without KD); a teacher row (``TEACHER: true``) is the teacher every KD
+  row of the preset distils from: one run, seed 0. BEV / 3D mAP = mean of the three classes'
+  moderate AP R40; per-class metrics ``bev_car_moderate`` ... from the same evaluation.
+* ``complexity``: params and GMACs of the row's model (the deployed student) on the preset's frame.
+* ``latency``: all rows' models in one round-robin run; ``speedup`` = reference row / this row.
+* ``training_cost``: training-step medians of :mod:`benchmark.kd_overhead` (no KD, plain feature KD,
+  PointDistiller) on the table's PointDistiller config, the KNN share, and the wall time of one
+  real training epoch of each row's config (``train_stats.json``).
+"""
+import math
+from pathlib import Path
+
+import tqdm
+
+from benchmark import registry
+from benchmark.experiments import (
+    Complexity, ExperimentError, KDOverhead, Latency, RealData, SyntheticData, Train, _rel,
+)
+from benchmark.results_csv import cell, write_table_csv
+from pcdet.utils.paths import REPO_ROOT
+
+DEFAULT_METRICS = {
+    "accuracy": ["bev_map", "3d_map"],
+    "complexity": ["gflops", "params_m"],
+    "latency": ["latency_ms"],
+    "training_cost": ["step_s", "epoch_s", "step_ratio_vs_featurekd"],
+}
+CLASS_KEYS = {"car": "Car", "ped": "Pedestrian", "cyc": "Cyclist"}
+DEFAULT_CACHE = REPO_ROOT / "output" / "benchmark" / "cache"
+
+
+def _log(msg):
+    tqdm.tqdm.write(f"[benchmark] {msg}")
+
+
+def accuracy_value(metrics, name):
+    """A KITTI metric name (``bev_map``, ``3d_car_moderate``) from an evaluation's metrics dict."""
+    from pcdet.datasets.kitti.eval import moderate_map
+
+    if name in ("bev_map", "3d_map"):
+        return moderate_map(metrics, name.split("_")[0])
+    kind, cls, diff = name.split("_")
+    return metrics[f"{CLASS_KEYS[cls]}_{kind}/{diff}_R40"]
+
+
+def is_accuracy_metric(name):
+    return name in ("bev_map", "3d_map") or (name.split("_")[0] in ("bev", "3d") and len(name.split("_")) == 3)
+
+
+def row_metrics(table, row):
+    names = list(row["PAPER"])
+    for measure in table["MEASURES"]:
+        for m in DEFAULT_METRICS[measure]:
+            if m == "step_ratio_vs_featurekd" and row.get("VARIANT") in (None, "no_kd"):
+                continue
+            if m not in names:
+                names.append(m)
+    if "training_cost" in table["MEASURES"] and row.get("VARIANT") == "pointdistiller" and "knn_share" not in names:
+        names.append("knn_share")
+    return names
+
+
+def _mean_std(values):
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return mean, std
+
+
+class TablePlan:
+    """The experiments of one table under one preset, and which rows they serve."""
+
+    def __init__(self, table, preset_name, preset, seeds, device, cache_root):
+        self.table, self.preset_name, self.preset = table, preset_name, preset
+        self.seeds, self.device, self.cache_root = list(seeds), device, Path(cache_root)
+        self.runnable, self.status = registry.table_status(table, preset)
+        self.data = None
+        self.teachers = {}  # teacher config -> its Train experiment (seed 0, the preset's TEACHER_EPOCHS)
+        self.row_exps = {}  # row name -> {"accuracy": [Train], "complexity": Complexity, "epoch": Train}
+        self.table_exps = {}  # "latency" / "kd_overhead" -> experiment
+
+    # data first: the frame the measurements use is the dataset's first val frame
+    def build_data(self):
+        spec = self.preset["DATA"]
+        if spec["KIND"] == "synthetic":
+            teacher_cfg = registry.teacher_config(self.table, self.preset)
+            self.data = SyntheticData(self.cache_root, spec["FRAMES"], spec["SEED"], spec["VAL_FRACTION"], teacher_cfg)
+        else:
+            from pcdet.train_utils.experiment import load_experiment_cfg
+            from pcdet.datasets.dataset import resolve_data_path
+
+            cfg = load_experiment_cfg(registry.teacher_config(self.table, self.preset))
+            self.data = RealData(resolve_data_path(cfg.DATA_CONFIG.DATA_PATH)).check()
+        return self.data
+
+    def dataset_note(self):
+        from pcdet.datasets.kitti.kitti_dataset import dataset_note
+
+        return dataset_note(self.data.root)
+
+    def teacher_for(self, row):
+        """The one teacher run a row's KD config distils from (a teacher row reports that same run)."""
+        cfg = registry.teacher_config(self.table, self.preset, row)
+        if cfg not in self.teachers:
+            self.teachers[cfg] = Train(self.cache_root, f"teacher_{cfg.stem}", cfg, 0, self.preset["TEACHER_EPOCHS"],
+                                       self.data, self.device)
+        return self.teachers[cfg]
+
+    def build(self):
+        """All experiments (after :meth:`build_data` has produced the data)."""
+        t, p = self.table, self.preset
+        rows = [r for r in t["ROWS"] if r["NAME"] in self.runnable]
+        frame = self.data.first_val_frame()
+        for r in rows:
+            model_cfg, kd_cfg = registry.config_paths(t, r, p)
+            teacher = self.teacher_for(r) if (kd_cfg or r.get("TEACHER")) else None
+            exps = {}
+            if "accuracy" in t["MEASURES"]:
+                if r.get("TEACHER"):
+                    exps["accuracy"] = [teacher]
+                else:
+                    cfg = kd_cfg or model_cfg
+                    exps["accuracy"] = [Train(self.cache_root, cfg.stem, cfg, s, p["EPOCHS"], self.data, self.device,
+                                              teacher=teacher if kd_cfg else None) for s in self.seeds]
+            if "complexity" in t["MEASURES"]:
+                exps["complexity"] = Complexity(self.cache_root, model_cfg.stem, model_cfg, frame)
+            if "training_cost" in t["MEASURES"]:
+                cfg = kd_cfg or model_cfg
+                exps["epoch"] = Train(self.cache_root, f"{cfg.stem}_1epoch", cfg, 0, 1, self.data, self.device,
+                                      teacher=teacher if kd_cfg else None, extra_args=["--no_eval"])
+            self.row_exps[r["NAME"]] = exps
+        if "latency" in t["MEASURES"] and rows:
+            cfgs = list(dict.fromkeys(registry.config_paths(t, r, p)[0] for r in rows))
+            lat = p["LATENCY"]
+            self.table_exps["latency"] = Latency(self.cache_root, t["ID"], cfgs, frame, self.device, lat["RUNS"],
+                                                 lat["WARMUP"])
+        if "training_cost" in t["MEASURES"]:
+            pd_rows = [r for r in rows if r.get("VARIANT") == "pointdistiller"]
+            if pd_rows:
+                kd_cfg = registry.config_paths(t, pd_rows[0], p)[1]
+                ko = p["KD_OVERHEAD"]
+                self.table_exps["kd_overhead"] = KDOverhead(self.cache_root, kd_cfg.stem, kd_cfg, frame, ko["STEPS"],
+                                                            ko["WARMUP"])
+        return self
+
+    def experiments(self):
+        """Every experiment once, in run order (teacher before the rows that distil from it)."""
+        out = list(self.teachers.values())
+        for exps in self.row_exps.values():
+            for key in ("accuracy", "complexity", "epoch"):
+                val = exps.get(key)
+                for e in (val if isinstance(val, list) else [val] if val else []):
+                    out.append(e)
+        out += list(self.table_exps.values())
+        seen, order = set(), []
+        for e in out:
+            if e.dir not in seen:
+                seen.add(e.dir)
+                order.append(e)
+        return order
+
+
+def run_plan(plan):
+    exps = plan.experiments()
+    cached = sum(e.cached() for e in exps)
+    _log(f"{plan.table['ID']} ({plan.preset_name}): {len(plan.runnable)}/{len(plan.table['ROWS'])} rows runnable, "
+         f"{len(exps)} experiments, {cached} cached, {len(exps) - cached} to run; cache {_rel(plan.cache_root)}")
+    with tqdm.tqdm(total=len(exps), desc=plan.table["ID"], dynamic_ncols=True) as bar:
+        for e in exps:
+            state = "cached" if e.cached() else "running"
+            bar.set_postfix_str(f"{state}: {e.kind} {e.label}")
+            if not e.cached():
+                _log(f"running {e} -> {_rel(e.dir)}")
+            e.run(log=_log)
+            bar.update()
+
+
+def table_cells(plan):
+    """The CSV lines of the table: every row, paper figures and what the experiments measured."""
+    t, note = plan.table, plan.dataset_note()
+    common = {"preset": plan.preset_name}
+    lat = plan.table_exps.get("latency")
+    lat_res = lat.result() if lat else None
+    ko = plan.table_exps.get("kd_overhead")
+    ko_res = ko.result() if ko else None
+    ref_name = t.get("REFERENCE_ROW") or t["ROWS"][0]["NAME"]
+    ref_row = next((r for r in t["ROWS"] if r["NAME"] == ref_name), None)
+    lines = []
+    for r in t["ROWS"]:
+        exps = plan.row_exps.get(r["NAME"], {})
+        for metric in row_metrics(t, r):
+            values, source = None, None
+            if exps and is_accuracy_metric(metric) and exps.get("accuracy"):
+                results = [e.result() for e in exps["accuracy"]]
+                values = [accuracy_value(res["metrics"], metric) for res in results]
+                source = [res["run_dir"] for res in results]
+            elif exps and metric in ("gflops", "params_m") and exps.get("complexity"):
+                res = exps["complexity"].result()
+                values, source = [res["gmacs"] if metric == "gflops" else res["params_m"]], res["source"]
+            elif exps and metric == "latency_ms" and lat_res:
+                key = _rel(registry.config_paths(t, r, plan.preset)[0])
+                values, source = [lat_res["median_ms"][key]], lat_res["source"]
+            elif exps and metric == "speedup" and lat_res and ref_row is not None and ref_row["NAME"] in plan.row_exps:
+                key = _rel(registry.config_paths(t, r, plan.preset)[0])
+                ref_key = _rel(registry.config_paths(t, ref_row, plan.preset)[0])
+                values, source = [lat_res["median_ms"][ref_key] / lat_res["median_ms"][key]], lat_res["source"]
+            elif exps and metric in ("step_s", "step_ratio_vs_featurekd", "knn_share") and ko_res and r.get("VARIANT"):
+                steps = ko_res["step_s"]
+                if metric == "step_s":
+                    values = [steps[r["VARIANT"]]]
+                elif metric == "step_ratio_vs_featurekd":
+                    values = [steps[r["VARIANT"]] / steps["featurekd_all"]]
+                else:
+                    values = [steps["pointdistiller_knn"] / steps["pointdistiller"]]
+                source = ko_res["source"]
+            elif exps and metric == "epoch_s" and exps.get("epoch"):
+                res = exps["epoch"].result()
+                values, source = [res["epochs"][0]["seconds"]], res["run_dir"]
+            if values:
+                mean, std = _mean_std([float(v) for v in values])
+                lines.append(cell(t["ID"], r["NAME"], metric, paper=r["PAPER"].get(metric), measured=mean,
+                                  measured_std=std, n_seeds=len(values), dataset=note, device=plan.device,
+                                  source=source, **common))
+            else:
+                lines.append(cell(t["ID"], r["NAME"], metric, paper=r["PAPER"].get(metric), **common))
+    return lines
+
+
+def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu", cache_root=None, tables=None):
+    """Plan, run (cached) and write ``<out>/<table_id>.csv``; returns (csv path, lines, plan)."""
+    tables = tables or registry.load_tables()
+    if table_id not in tables:
+        raise SystemExit(f"unknown table {table_id!r}; known: {', '.join(tables)}")
+    presets = registry.load_presets()
+    if preset_name not in presets:
+        raise SystemExit(f"unknown preset {preset_name!r}; known: {', '.join(presets)}")
+    preset = presets[preset_name]
+    n = int(seeds if seeds is not None else preset["SEEDS"])
+    if n < 1:
+        raise SystemExit("--seeds must be >= 1")
+    out = Path(out) if out else REPO_ROOT / "output" / "benchmark" / preset_name
+    plan = TablePlan(tables[table_id], preset_name, preset, range(n), device, cache_root or DEFAULT_CACHE)
+    if not plan.runnable:
+        waits = sorted({m for ms in plan.status.values() for m in ms})
+        raise SystemExit(f"{table_id} is not runnable yet; it waits for: {', '.join(waits)}")
+    try:
+        data = plan.build_data()
+        if isinstance(data, SyntheticData):
+            if not data.cached():
+                _log(f"data: {data} -> {_rel(data.dir)}")
+            data.run(log=_log)
+        plan.build()
+        run_plan(plan)
+    except ExperimentError as err:
+        raise SystemExit(f"[benchmark] {err}") from None
+    lines = table_cells(plan)
+    path = write_table_csv(out / f"{table_id}.csv", lines)
+    _log(f"wrote {_rel(path)} ({sum(1 for x in lines if x['measured'] != '')} measured cells, dataset: "
+         f"{plan.dataset_note()})")
+    return path, lines, plan

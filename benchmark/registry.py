@@ -1,0 +1,151 @@
+"""The table registry (``benchmark/tables/*.yaml``), the presets (``benchmark/presets.yaml``) and the
+capabilities a table needs, checked against the code.
+
+Owns :func:`load_tables`, :func:`load_presets`, :func:`capabilities`, :func:`row_status` and
+:func:`table_status`. Nothing here says a capability exists because a file says so: detectors,
+datasets and KD methods are looked up in their registries, config files on disk.
+"""
+from pathlib import Path
+
+import yaml
+
+from benchmark.metrics import check_metric
+from pcdet.utils.paths import REPO_ROOT
+
+TABLES_DIR = Path(__file__).resolve().parent / "tables"
+PRESETS_FILE = Path(__file__).resolve().parent / "presets.yaml"
+
+#: every table the harness knows; a missing file is an error of ``load_tables``
+TABLE_IDS = ("pd_t1", "pd_t2", "pd_t3", "pd_t4", "pd_t5", "pd_app_t1", "pd_app_t2", "pd_app_t3", "pd_app_t4",
+             "pd_app_d2", "pvd_t1", "pvd_t2", "pvd_t3", "pvd_t4", "pvd_t5", "pvd_f6")
+TABLE_KEYS = {"ID", "TITLE", "PAPER_SOURCE", "TASK", "DATASET", "MEASURES", "NEEDS", "NOTES", "ROWS", "TEACHER_MODEL",
+              "REFERENCE_ROW"}
+ROW_KEYS = {"NAME", "MODEL", "KD", "TEACHER", "TEACHER_MODEL", "NEEDS", "PAPER", "VARIANT"}
+MEASURES = {"accuracy", "complexity", "latency", "training_cost"}
+PRESET_KEYS = {"DESCRIPTION", "FAMILY", "DATA", "EPOCHS", "TEACHER_EPOCHS", "SEEDS", "LATENCY", "KD_OVERHEAD"}
+#: what each dataset needs beyond the config files (evaluators live with the datasets)
+DATASET_NEEDS = {"kitti": ["dataset:KittiDataset", "evaluator:kitti"]}
+
+
+class RegistryError(ValueError):
+    """A table or preset file that does not follow the schema (the message names file and key)."""
+
+
+def _check_keys(d, allowed, where):
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise RegistryError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def load_table(path):
+    path = Path(path)
+    try:
+        t = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise RegistryError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(t, dict):
+        raise RegistryError(f"{path}: expected a mapping")
+    _check_keys(t, TABLE_KEYS, str(path))
+    if t.get("ID") != path.stem:
+        raise RegistryError(f"{path}: ID {t.get('ID')!r} differs from the file name")
+    for key in ("TITLE", "PAPER_SOURCE", "TASK", "DATASET", "ROWS"):
+        if not t.get(key):
+            raise RegistryError(f"{path}: {key} is required")
+    measures = t.get("MEASURES") or []
+    bad = sorted(set(measures) - MEASURES)
+    if bad:
+        raise RegistryError(f"{path}: MEASURES {bad} unknown; known: {sorted(MEASURES)}")
+    t["MEASURES"] = list(measures)
+    t["NEEDS"] = list(t.get("NEEDS") or [])
+    names = set()
+    for i, row in enumerate(t["ROWS"]):
+        where = f"{path}: ROWS[{i}]"
+        if not isinstance(row, dict) or not row.get("NAME"):
+            raise RegistryError(f"{where}: a row is a mapping with a NAME")
+        _check_keys(row, ROW_KEYS, where)
+        if row["NAME"] in names:
+            raise RegistryError(f"{where}: duplicate row name {row['NAME']!r}")
+        names.add(row["NAME"])
+        row.setdefault("KD", None)
+        row.setdefault("TEACHER", False)
+        row["NEEDS"] = list(row.get("NEEDS") or [])
+        row["PAPER"] = dict(row.get("PAPER") or {})
+        for metric, value in row["PAPER"].items():
+            check_metric(metric, f"{where} ({row['NAME']})")
+            if value is not None and not isinstance(value, (int, float)):
+                raise RegistryError(f"{where}: PAPER.{metric} must be a number or omitted, got {value!r}")
+    return t
+
+
+def load_tables(tables_dir=TABLES_DIR, require_all=True):
+    """``{id: table}`` in :data:`TABLE_IDS` order (then any extra files)."""
+    tables_dir = Path(tables_dir)
+    found = {p.stem: p for p in sorted(tables_dir.glob("*.yaml"))}
+    missing = [i for i in TABLE_IDS if i not in found]
+    if require_all and missing:
+        raise RegistryError(f"{tables_dir}: no table file for {missing}")
+    order = [i for i in TABLE_IDS if i in found] + sorted(set(found) - set(TABLE_IDS))
+    return {i: load_table(found[i]) for i in order}
+
+
+def load_presets(path=PRESETS_FILE):
+    presets = yaml.safe_load(Path(path).read_text())
+    for name, p in presets.items():
+        _check_keys(p, PRESET_KEYS, f"{path}: {name}")
+        if p["DATA"]["KIND"] not in ("synthetic", "real"):
+            raise RegistryError(f"{path}: {name}.DATA.KIND must be synthetic or real")
+    return presets
+
+
+# ------------------------------------------------------------------------------ capabilities
+def capabilities():
+    """The set of ``kind:name`` strings the code provides now."""
+    from pcdet.datasets import _DATASETS
+    from pcdet.kd.methods import METHODS
+    from pcdet.models.detectors import __all__ as detectors
+
+    caps = {f"detector:{n}" for n in detectors if n != "Detector3DTemplate"}
+    caps |= {f"dataset:{n}" for n in _DATASETS}
+    caps |= {f"kd:{n}" for n in METHODS}
+    caps.add("evaluator:kitti")  # pcdet.datasets.kitti.eval
+    return caps
+
+
+def config_paths(table, row, preset):
+    """(model config, KD config or None) of a row under a preset; paths may not exist."""
+    family = preset["FAMILY"].get(table["DATASET"], table["DATASET"])
+    model = REPO_ROOT / "tools" / "cfgs" / f"{family}_models" / f"{row['MODEL']}.yaml"
+    kd = REPO_ROOT / "kd_cfgs" / family / f"{row['MODEL']}_{row['KD']}.yaml" if row.get("KD") else None
+    return model, kd
+
+
+def teacher_config(table, preset, row=None):
+    """The teacher config KD rows distil from: the row's TEACHER_MODEL, else the table's, else pointpillar."""
+    family = preset["FAMILY"].get(table["DATASET"], table["DATASET"])
+    row = row or {}
+    name = (row.get("MODEL") if row.get("TEACHER") else None) or row.get("TEACHER_MODEL") or table.get(
+        "TEACHER_MODEL") or "pointpillar"
+    return REPO_ROOT / "tools" / "cfgs" / f"{family}_models" / f"{name}.yaml"
+
+
+def row_status(table, row, preset, caps=None):
+    """List of what the row waits for (empty: runnable under ``preset``)."""
+    caps = capabilities() if caps is None else caps
+    missing = [n for n in table["NEEDS"] + DATASET_NEEDS.get(table["DATASET"], []) + row["NEEDS"] if n not in caps]
+    if table["DATASET"] not in preset["FAMILY"]:
+        missing.append(f"preset family for dataset {table['DATASET']}")
+    if not row.get("MODEL"):
+        missing.append("a model for this row")
+        return list(dict.fromkeys(missing))
+    model, kd = config_paths(table, row, preset)
+    for path in (model, kd) + ((teacher_config(table, preset, row),) if kd else ()):
+        if path is not None and not path.is_file():
+            missing.append(f"config {path.relative_to(REPO_ROOT)}")
+    return list(dict.fromkeys(missing))
+
+
+def table_status(table, preset, caps=None):
+    """(runnable rows, {row name: missing list}) under ``preset``."""
+    caps = capabilities() if caps is None else caps
+    status = {r["NAME"]: row_status(table, r, preset, caps) for r in table["ROWS"]}
+    return [n for n, m in status.items() if not m], status

@@ -1,0 +1,50 @@
+"""The comparison CSV of a benchmark table: one line per (row, metric), the paper's figure beside ours.
+
+Columns (:data:`FIELDS`): ``table,row,metric,paper,measured,measured_std,n_seeds,unit,dataset,preset,
+device,source``. ``paper`` is the paper's figure (an input, empty when the paper gives none, never
+zero); ``measured`` is what this run measured, ``measured_std`` its sample standard deviation over
+``n_seeds`` seeds (empty for one seed); ``source`` is the run directory (several joined by ``;``) that
+produced the measured value. :func:`cell` refuses a measured value without a source, so no number
+can reach the CSV that a run did not produce.
+"""
+from benchmark.csv_io import write_rows
+from benchmark.metrics import metric_unit
+
+FIELDS = ["table", "row", "metric", "paper", "measured", "measured_std", "n_seeds", "unit", "dataset", "preset",
+          "device", "source"]
+
+
+class MissingSourceError(ValueError):
+    """A measured value without the run directory that produced it."""
+
+
+def _num(value, digits=4):
+    if value is None or value == "":
+        return ""
+    return round(float(value), digits)
+
+
+def cell(table, row, metric, *, paper=None, measured=None, measured_std=None, n_seeds=None, dataset="", preset="",
+         device="", source=None):
+    """One CSV line as a dict; ``measured`` needs ``source`` (a path or a list of paths)."""
+    if isinstance(source, (list, tuple)):
+        source = ";".join(str(s) for s in source if s)
+    source = "" if source is None else str(source)
+    has_measure = measured is not None and measured != ""
+    if has_measure and not source:
+        raise MissingSourceError(f"{table} / {row} / {metric}: a measured value ({measured}) needs the run "
+                                 f"directory that produced it (source)")
+    return {
+        "table": table, "row": row, "metric": metric, "paper": _num(paper), "measured": _num(measured),
+        "measured_std": _num(measured_std) if has_measure else "", "n_seeds": n_seeds if has_measure else "",
+        "unit": metric_unit(metric), "dataset": dataset if has_measure else "", "preset": preset,
+        "device": device if has_measure else "", "source": source if has_measure else "",
+    }
+
+
+def write_table_csv(path, rows):
+    """Write the lines; every one is re-checked (a hand-built dict cannot slip a sourceless value in)."""
+    for r in rows:
+        if r.get("measured", "") not in ("", None) and not r.get("source"):
+            raise MissingSourceError(f"{r.get('table')} / {r.get('row')} / {r.get('metric')}: measured without source")
+    return write_rows(path, rows, FIELDS)

@@ -1,0 +1,146 @@
+"""The benchmark table registry, the paper preset's settings and the comparison-CSV rules."""
+import csv
+
+import pytest
+import torch
+
+from benchmark import registry
+from benchmark.__main__ import main as benchmark_main
+from benchmark.metrics import check_metric
+from benchmark.results_csv import FIELDS, MissingSourceError, cell, write_table_csv
+from pcdet.train_utils.experiment import load_experiment_cfg
+from pcdet.train_utils.optimization import build_optimizer, build_scheduler
+
+RUNNABLE_NOW = {"pd_t1", "pd_t2", "pd_t5", "pd_app_t2", "pd_app_t3", "pd_app_d2"}
+
+
+@pytest.fixture(scope="module")
+def tables():
+    return registry.load_tables()
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return registry.load_presets()["paper"]
+
+
+def test_list_names_all_sixteen_tables_and_what_the_others_wait_for(capsys):
+    assert benchmark_main(["list"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line and line.split()[0] in registry.TABLE_IDS}
+    assert set(lines) == set(registry.TABLE_IDS) and len(registry.TABLE_IDS) == 16
+    for tid, line in lines.items():
+        assert line.split()[1] == ("yes" if tid in RUNNABLE_NOW else "no"), line
+    assert "detector:SECOND" in out and "kd:FitNet" in out and "segmentation:Cylinder3D" in out
+
+
+def test_every_table_follows_the_schema(tables):
+    for tid, t in tables.items():
+        assert t["ID"] == tid and t["ROWS"]
+        for row in t["ROWS"]:
+            for metric, value in row["PAPER"].items():
+                check_metric(metric, tid)
+                assert isinstance(value, (int, float)) and value != 0, (tid, row["NAME"], metric)
+
+
+def test_unknown_keys_and_metrics_are_errors_naming_the_file(tmp_path):
+    bad = tmp_path / "x.yaml"
+    bad.write_text("ID: x\nTITLE: t\nPAPER_SOURCE: s\nTASK: detection\nDATASET: kitti\nROWS:\n"
+                   "  - {NAME: a, MODEL: pointpillar, PAPER: {bev_mAP: 1.0}}\n")
+    with pytest.raises(ValueError, match=r"x.yaml.*unknown metric 'bev_mAP'"):
+        registry.load_table(bad)
+    bad.write_text("ID: x\nTITLE: t\nPAPER_SOURCE: s\nTASK: detection\nDATASET: kitti\nROWZ: []\nROWS: [{NAME: a}]\n")
+    with pytest.raises(registry.RegistryError, match=r"x.yaml: unknown key\(s\) \['ROWZ'\]"):
+        registry.load_table(bad)
+
+
+def test_runnable_status_comes_from_the_code_registries(tables, paper, monkeypatch):
+    ok, status = registry.table_status(tables["pd_t1"], paper)
+    assert "PointPillars 4x, PointDistiller" in ok and "SECOND 4x, PointDistiller" not in ok
+    assert "detector:SECOND" in status["SECOND 4x, PointDistiller"]
+    caps = registry.capabilities() - {"kd:PointDistiller"}
+    ok, status = registry.table_status(tables["pd_t5"], paper, caps)
+    assert ok == ["LD no, RL no (4x student, no KD)"] or not ok  # the table itself needs kd:PointDistiller
+    assert all("kd:PointDistiller" in m for m in status.values())
+
+
+def _paper_cfgs(tables, paper, tid):
+    t = tables[tid]
+    ok, _ = registry.table_status(t, paper)
+    out = []
+    for row in t["ROWS"]:
+        if row["NAME"] in ok:
+            model, kd = registry.config_paths(t, row, paper)
+            out.append((row, load_experiment_cfg(kd or model)))
+    return out
+
+
+def test_paper_preset_carries_the_papers_settings_exactly(tables, paper):
+    """Appendix B.1 and the authors' settings: widths, depth, N / K / tau, AdamW 1e-3 -> 1e-7 over 80
+    epochs, flip / rotation / shuffle augmentation."""
+    widths = {"pointpillar": (64, [64, 128, 256], [128, 128, 128]), "pointpillar_4x": (32, [32, 64, 128], [64, 64, 64]),
+              "pointpillar_16x": (16, [16, 32, 64], [32, 32, 32])}
+    layers = {"pointpillar_l8": [2, 3, 3], "pointpillar_l5": [1, 2, 2], "pointpillar_l3": [1, 1, 1]}
+    pd_settings = {"pointpillar_4x": (6000, 128, 1e-2), "pointpillar_16x": (12000, 128, 1e-4)}
+    seen = set()
+    for tid in ("pd_t1", "pd_t2", "pd_t5", "pd_app_t3", "pd_app_t2", "pd_app_d2"):
+        for row, cfg in _paper_cfgs(tables, paper, tid):
+            seen.add((tid, row["NAME"]))
+            m = row["MODEL"]
+            vfe, bb = cfg.MODEL.VFE.NUM_FILTERS[0], cfg.MODEL.BACKBONE_2D
+            if m in widths:
+                assert (vfe, list(bb.NUM_FILTERS), list(bb.NUM_UPSAMPLE_FILTERS)) == widths[m], (tid, row["NAME"])
+                assert list(bb.LAYER_NUMS) == [3, 5, 5]
+            else:
+                assert (vfe, list(bb.NUM_FILTERS)) == (64, [64, 128, 256]) and list(bb.LAYER_NUMS) == layers[m]
+            assert cfg.DATA_CONFIG.DATA_PATH == "data/kitti"
+            assert cfg.DATA_CONFIG.DATA_PROCESSOR[-1].VOXEL_SIZE == [0.16, 0.16, 4]
+            opt = cfg.OPTIMIZATION
+            assert (opt.OPTIMIZER, opt.LR, opt.FINAL_LR, opt.NUM_EPOCHS) == ("adamw_onecycle", 1e-3, 1e-7, 80)
+            assert opt.WEIGHT_DECAY > 0 and opt.GRAD_NORM_CLIP > 0  # L2 regularisation, gradient clipping
+            augs = {a.NAME: a for a in cfg.DATA_CONFIG.DATA_AUGMENTOR.AUG_CONFIG_LIST}
+            assert {"random_world_flip", "random_world_rotation"} <= set(augs)
+            procs = {p.NAME: p for p in cfg.DATA_CONFIG.DATA_PROCESSOR}
+            assert procs["shuffle_points"].SHUFFLE_ENABLED["train"] is True
+            if row.get("KD"):
+                assert cfg.KD.TEACHER.MODEL.VFE.NUM_FILTERS == [64] and list(cfg.KD.TEACHER.MODEL.BACKBONE_2D.LAYER_NUMS) == [3, 5, 5]
+            if (row.get("KD") or "").startswith("pointdistiller"):
+                pd = cfg.KD.METHODS[0]
+                assert pd.NAME == "PointDistiller" and pd.FEATURE == "pillar_features" and pd.IMPORTANCE == "num_points"
+                n, k, tau = pd_settings.get(m, (6000, 128, 1e-2))
+                assert (pd.N, pd.K, pd.TAU, pd.WEIGHT) == (n, k, tau, 2.0), (tid, row["NAME"])
+                assert pd.LOCAL_DISTILLATION == (row["KD"] != "pointdistiller_rl_only")
+                assert pd.REWEIGHT == (row["KD"] != "pointdistiller_ld_only")
+    assert len(seen) == 5 + 5 + 4 + 7 + 2 + 3
+    # the schedule really runs AdamW from 1e-3 (peak) down to 1e-7 at the last step
+    cfg = _paper_cfgs(tables, paper, "pd_app_t3")[1][1]
+    model = torch.nn.Linear(2, 2)
+    opt = build_optimizer(model, cfg.OPTIMIZATION)
+    sched = build_scheduler(opt, 10, cfg.OPTIMIZATION.NUM_EPOCHS, cfg.OPTIMIZATION)
+    assert isinstance(opt, torch.optim.AdamW)
+    lrs = []
+    for _ in range(10 * 80):
+        opt.step()
+        sched.step()
+        lrs.append(sched.get_last_lr()[0])
+    assert max(lrs) == pytest.approx(1e-3, rel=1e-3) and lrs[-1] == pytest.approx(1e-7, rel=1e-2)
+
+
+def test_no_measured_cell_without_a_source_run_directory(tmp_path):
+    with pytest.raises(MissingSourceError, match="pd_t5 / r / bev_map"):
+        cell("pd_t5", "r", "bev_map", paper=66.4, measured=60.0)
+    with pytest.raises(MissingSourceError):
+        cell("pd_t5", "r", "bev_map", measured=0.0, source=[])
+    ok = cell("pd_t5", "r", "bev_map", paper=66.4, measured=60.0, measured_std=1.0, n_seeds=3, source=["a", "b"],
+              dataset="d", preset="mini", device="cpu")
+    assert ok["source"] == "a;b" and ok["unit"] == "AP R40 (%)"
+    empty = cell("pd_t5", "r", "3d_map", paper=None)
+    assert empty["paper"] == "" and empty["measured"] == "" and empty["source"] == ""  # missing is empty, not 0
+    forged = dict(empty, measured=61.0)  # a hand-built line cannot slip through the writer either
+    with pytest.raises(MissingSourceError):
+        write_table_csv(tmp_path / "x.csv", [ok, forged])
+    path = write_table_csv(tmp_path / "x.csv", [ok, empty])
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == FIELDS
+        assert [r["measured"] for r in reader] == ["60.0", ""]
