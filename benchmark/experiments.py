@@ -49,6 +49,21 @@ def resolved_config(cfg_file):
     return plain(load_experiment_cfg(cfg_file))
 
 
+def final_metrics_file(run_dir):
+    """The newest ``eval/epoch_N/val/metrics.json`` of a ``tools/train.py`` run, or None."""
+    found = sorted((Path(run_dir) / "eval").glob("epoch_*/val/metrics.json"),
+                   key=lambda p: int(p.parent.parent.name.split("_")[1]))
+    return found[-1] if found else None
+
+
+def mean_std(values):
+    """Mean and sample standard deviation (ddof 1; None for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else None
+    return mean, std
+
+
 def spec_hash(spec):
     return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -196,12 +211,11 @@ class Train(Experiment):
             raise ExperimentError(f"{self} failed (exit {proc.returncode}); log {_rel(logfile)}:\n{tail}")
         result = {"run_dir": _rel(self.run_dir), "cfg_file": _rel(self.cfg_file), "seed": self.seed}
         if "--no_eval" not in self.extra_args:
-            found = sorted((self.run_dir / "eval").glob("epoch_*/val/metrics.json"),
-                           key=lambda p: int(p.parent.parent.name.split("_")[1]))
-            if not found:
+            found = final_metrics_file(self.run_dir)
+            if found is None:
                 raise ExperimentError(f"{self}: no evaluation in {self.run_dir / 'eval'}; log {_rel(logfile)}")
-            data = json.loads(found[-1].read_text())
-            result.update(metrics=data["metrics"], dataset=data.get("dataset_note", ""), metrics_file=_rel(found[-1]))
+            data = json.loads(found.read_text())
+            result.update(metrics=data["metrics"], dataset=data.get("dataset_note", ""), metrics_file=_rel(found))
         stats = self.run_dir / "train_stats.json"
         if stats.is_file():
             result["epochs"] = json.loads(stats.read_text())["epochs"]

@@ -18,14 +18,13 @@ What each measure contributes (a row's metrics are its ``PAPER`` keys plus these
   PointDistiller) on the table's PointDistiller config, the KNN share, and the wall time of one
   real training epoch of each row's config (``train_stats.json``).
 """
-import math
 from pathlib import Path
 
 import tqdm
 
 from benchmark import registry
 from benchmark.experiments import (
-    Complexity, ExperimentError, KDOverhead, Latency, RealData, SyntheticData, Train, _rel,
+    Complexity, ExperimentError, KDOverhead, Latency, RealData, SyntheticData, Train, _rel, mean_std,
 )
 from benchmark.results_csv import cell, write_table_csv
 from pcdet.utils.paths import REPO_ROOT
@@ -69,13 +68,6 @@ def row_metrics(table, row):
     if "training_cost" in table["MEASURES"] and row.get("VARIANT") == "pointdistiller" and "knn_share" not in names:
         names.append("knn_share")
     return names
-
-
-def _mean_std(values):
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-    return mean, std
 
 
 class TablePlan:
@@ -228,7 +220,7 @@ def table_cells(plan):
                 res = exps["epoch"].result()
                 values, source = [res["epochs"][0]["seconds"]], res["run_dir"]
             if values:
-                mean, std = _mean_std([float(v) for v in values])
+                mean, std = mean_std([float(v) for v in values])
                 lines.append(cell(t["ID"], r["NAME"], metric, paper=r["PAPER"].get(metric), measured=mean,
                                   measured_std=std, n_seeds=len(values), dataset=note, device=plan.device,
                                   source=source, **common))

@@ -19,13 +19,13 @@ dataset note of the evaluation (e.g. the embedded synthetic dataset) is copied i
 """
 import argparse
 import json
-import math
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from benchmark.csv_io import write_rows
+from benchmark.experiments import final_metrics_file, mean_std
 from pcdet.datasets.kitti.eval import moderate_map
 from pcdet.train_utils.experiment import output_dir_for
 from pcdet.utils.paths import REPO_ROOT
@@ -54,18 +54,11 @@ def parse_arms(specs):
     return arms
 
 
-def _final_metrics(run_dir):
-    """The newest ``eval/epoch_N/val/metrics.json`` of a run, or None."""
-    found = sorted((run_dir / "eval").glob("epoch_*/val/metrics.json"),
-                   key=lambda p: int(p.parent.parent.name.split("_")[1]))
-    return found[-1] if found else None
-
-
 def train_one(cfg, seed, output_root, teacher_ckpt, extra, log_dir):
     """Train (or resume) one run; returns (run dir, seconds spent here or None when it was done)."""
     tag = f"seed{seed}"
     run_dir = output_dir_for(cfg, tag, output_root)
-    if _final_metrics(run_dir) is not None:
+    if final_metrics_file(run_dir) is not None:
         return run_dir, None
     cmd = [sys.executable, str(REPO_ROOT / "tools" / "train.py"), "--cfg_file", str(cfg), "--seed", str(seed),
            "--extra_tag", tag, "--output_root", str(output_root), "--no_progress", *extra]
@@ -96,13 +89,6 @@ def run_row(arm, seed, cfg, metrics_path, seconds):
             "config": str(cfg), "source": str(metrics_path)}
 
 
-def _mean_std(values):
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
-    return mean, std
-
-
 def summarise(rows, arm_names):
     """Mean / sample std per arm and metric; difference from the first arm in units of the larger std."""
     out = []
@@ -111,21 +97,21 @@ def summarise(rows, arm_names):
         for metric in METRICS:
             vals = [float(r[metric]) for r in rows if r["arm"] == arm]
             if vals:
-                stats[arm, metric] = (*_mean_std(vals), len(vals))
+                stats[arm, metric] = (*mean_std(vals), len(vals))
     notes = sorted({r["dataset"] for r in rows})
     for arm in arm_names:
         for metric in METRICS:
             if (arm, metric) not in stats:
                 continue
             mean, std, n = stats[arm, metric]
-            row = {"arm": arm, "metric": metric, "mean": round(mean, 2), "std": round(std, 2), "n": n,
+            row = {"arm": arm, "metric": metric, "mean": round(mean, 2), "std": "" if std is None else round(std, 2), "n": n,
                    "diff_vs_first": "", "diff_in_std": "", "dataset": "; ".join(notes)}
             base = stats.get((arm_names[0], metric))
             if arm != arm_names[0] and base is not None:
                 diff = mean - base[0]
-                scale = max(std, base[1])
+                scale = max(std or 0.0, base[1] or 0.0)
                 row["diff_vs_first"] = round(diff, 2)
-                row["diff_in_std"] = round(diff / scale, 2) if scale > 0 else ""
+                row["diff_in_std"] = round(diff / scale, 2) if scale else ""
             out.append(row)
     return out
 
@@ -157,7 +143,7 @@ def main(argv=None):
             else:
                 run_dir, seconds = train_one(cfg, seed, output_root, args.teacher_ckpt, args.train_args,
                                              output_root / "logs")
-            metrics = _final_metrics(run_dir)
+            metrics = final_metrics_file(run_dir)
             if metrics is None:
                 raise SystemExit(f"[kd_seeds] no final evaluation in {run_dir}/eval")
             rows.append(run_row(name, seed, cfg, metrics, seconds))
@@ -169,7 +155,7 @@ def main(argv=None):
     write_rows(csv.with_name(csv.stem + "_summary.csv"), summary, SUMMARY_FIELDS)
     for r in summary:
         extra = f"  diff {r['diff_vs_first']:+} ({r['diff_in_std']} std)" if r["diff_vs_first"] != "" else ""
-        print(f"[kd_seeds] {r['arm']:16s} {r['metric']:17s} {r['mean']:6.2f} +- {r['std']:.2f} (n={r['n']}){extra}")
+        print(f"[kd_seeds] {r['arm']:16s} {r['metric']:17s} {r['mean']:6.2f} +- {r['std']} (n={r['n']}){extra}")
     return rows, summary
 
 

@@ -34,3 +34,16 @@ def test_latency_rows(real_kitti):
     stages = {r["stage"] for r in rows}
     assert {"voxelisation", "vfe", "backbone_2d", "dense_head", "post_processing"} <= stages
     assert all(r["median_ms"] > 0 for r in rows if r["stage"] != "post_processing")
+
+
+def test_kd_seeds_summary_is_mean_sample_std_and_difference_in_std():
+    from benchmark.kd_seeds import summarise
+
+    rows = [{"arm": a, "bev_map": v, "3d_map": v, "car_bev_moderate": v, "car_3d_moderate": v, "dataset": "d"}
+            for a, v in [("no_kd", 10.0), ("no_kd", 12.0), ("no_kd", 14.0), ("kd", 15.0), ("kd", 16.0), ("kd", 17.0)]]
+    out = {(r["arm"], r["metric"]): r for r in summarise(rows, ["no_kd", "kd"])}
+    assert out["no_kd", "bev_map"]["mean"] == 12.0 and out["no_kd", "bev_map"]["std"] == 2.0  # ddof 1
+    assert out["kd", "bev_map"]["std"] == 1.0 and out["kd", "bev_map"]["diff_vs_first"] == 4.0
+    assert out["kd", "bev_map"]["diff_in_std"] == 2.0 and out["no_kd", "bev_map"]["diff_vs_first"] == ""
+    single = summarise([dict(rows[0]), dict(rows[3])], ["no_kd", "kd"])
+    assert single[0]["std"] == "" and single[4]["diff_in_std"] == ""  # one seed: no std, no ratio
