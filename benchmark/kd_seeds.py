@@ -27,7 +27,7 @@ from pathlib import Path
 from benchmark.csv_io import write_rows
 from benchmark.experiments import final_metrics_file, mean_std
 from pcdet.datasets.kitti.eval import moderate_map
-from pcdet.train_utils.experiment import output_dir_for
+from pcdet.train_utils.experiment import load_experiment_cfg, output_dir_for
 from pcdet.utils.paths import REPO_ROOT
 
 DEFAULT_ARMS = (
@@ -62,7 +62,7 @@ def train_one(cfg, seed, output_root, teacher_ckpt, extra, log_dir):
         return run_dir, None
     cmd = [sys.executable, str(REPO_ROOT / "tools" / "train.py"), "--cfg_file", str(cfg), "--seed", str(seed),
            "--extra_tag", tag, "--output_root", str(output_root), "--no_progress", *extra]
-    if teacher_ckpt and "KD" in cfg.read_text():
+    if teacher_ckpt and "KD" in load_experiment_cfg(cfg):
         cmd += ["--teacher_ckpt", str(teacher_ckpt)]
     if any((run_dir / "ckpt").glob("checkpoint_epoch_*.pth")):
         cmd += ["--ckpt", "latest"]
