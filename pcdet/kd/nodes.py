@@ -195,6 +195,8 @@ def feature_channels(detector, feature):
         return int(vfe.get_output_feature_dim())
     if feature == "spatial_features" and to_bev is not None:
         return int(to_bev.num_bev_features)
+    if feature.endswith("_preact"):
+        return feature_channels(detector, feature[: -len("_preact")])
     if feature == "spatial_features_2d" and bb2d is not None:
         return int(bb2d.num_bev_features)
     if feature.startswith("spatial_features_") and feature.endswith("x") and bb2d is not None:

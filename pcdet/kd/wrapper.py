@@ -5,8 +5,8 @@ returns for a config with a ``KD`` section), :func:`load_teacher_weights` and th
 :class:`TeacherCheckpointError` / :class:`TeacherInputError`.
 
 Training (``wrapper.train()``): ``forward(batch_dict)`` runs the teacher once (eval mode, no
-gradient) on a shallow copy of the batch and records its outputs under ``<key>_tea``, then the
-student (which writes its own keys into ``batch_dict``) and every KD method; it returns
+gradient) on a shallow copy of the batch and records its outputs under ``<key>_tea``, then each method's optional
+``prepare_student_inputs(batch_dict)``, then the student (which writes its own keys into ``batch_dict``) and every KD method; it returns
 ``({'loss': task + sum(kd)}, tb_dict, disp_dict)`` like any detector. Evaluation
 (``wrapper.eval()``): exactly the student's forward (post-processed predictions).
 
@@ -178,6 +178,10 @@ class DistillationWrapper(nn.Module):
                 "KD training needs teacher weights: set KD.TEACHER.CKPT in the config or pass --teacher_ckpt"
             )
         self.run_teacher(batch_dict)
+        for method in self.kd_methods:  # e.g. label KD: teacher boxes join the ground truth
+            prepare = getattr(method, "prepare_student_inputs", None)
+            if prepare is not None:
+                batch_dict = prepare(batch_dict)
         ret, tb_dict, disp_dict = self.student(batch_dict)
         task = ret["loss"]
         tb_dict = dict(tb_dict)

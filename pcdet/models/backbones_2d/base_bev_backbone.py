@@ -1,7 +1,9 @@
 """SECOND-style 2D BEV backbone: strided conv stages, each upsampled and concatenated.
 
 Reads ``spatial_features`` (B, C_in, ny, nx); writes ``spatial_features_2d`` (B, C_out, ny/s0, nx/s0)
-and, per stage ``i``, ``spatial_features_%dx`` (the stage output at its cumulative stride).
+and, per stage ``i``, ``spatial_features_%dx`` (the stage output at its cumulative stride) and
+``spatial_features_%dx_preact`` (the same before the stage's last ReLU: the BN output, for KD methods
+that distil pre-activations). Every stage ends with Conv-BN-ReLU (:meth:`stage_output_bn` is that BN).
 Config: LAYER_NUMS, LAYER_STRIDES, NUM_FILTERS (one entry per stage), UPSAMPLE_STRIDES,
 NUM_UPSAMPLE_FILTERS (one entry per stage; a stride < 1 means a strided conv down). C_in comes from
 the previous module (``num_bev_features``), never from the config.
@@ -74,11 +76,17 @@ class BaseBEVBackbone(nn.Module):
             )
         self.num_bev_features = c_out
 
+    def stage_output_bn(self, i):
+        """The BatchNorm feeding stage ``i``'s final ReLU (its gamma/beta describe the pre-activation)."""
+        return self.blocks[i][-2]
+
     def forward(self, data_dict):
         x = data_dict["spatial_features"]
         ups = []
         for i, block in enumerate(self.blocks):
-            x = block(x)
+            pre = block[:-1](x)  # every block ends with a ReLU
+            x = block[-1](pre)
+            data_dict["spatial_features_%dx_preact" % self.cum_strides[i]] = pre
             data_dict["spatial_features_%dx" % self.cum_strides[i]] = x
             ups.append(self.deblocks[i](x) if len(self.deblocks) > 0 else x)
         x = torch.cat(ups, dim=1) if len(ups) > 1 else ups[0]

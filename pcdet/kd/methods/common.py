@@ -1,0 +1,117 @@
+"""Helpers shared by the KD methods: dense-head maps, sigmoid KL, BEV masks of ground-truth boxes,
+cosine affinities, 1x1 adapters.
+
+Head maps: the anchor head writes ``cls_preds`` (B, ny, nx, A*C) and ``box_preds`` (B, ny, nx, A*7)
+(teacher: ``cls_preds_tea`` ...); :func:`anchor_view` turns them into (B, ny, nx, A, k).
+BEV masks: :func:`gt_bev_masks` marks the cells of a (B, C, H, W) map whose centre lies inside a
+ground-truth box (``gt_boxes`` (B, M, 8): x, y, z, dx, dy, dz, heading, class 1..C; all-zero rows
+are padding) and returns, per cell, the index of that box (-1: none).
+"""
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pcdet.kd.nodes import full_precision
+from pcdet.ops.points_in_boxes import points_in_boxes_index
+
+
+def anchor_view(head_map, num_class_or_code):
+    """(B, ny, nx, A*k) head map -> (B, ny, nx, A, k) float32 (k = classes or box code size)."""
+    b, ny, nx, ak = head_map.shape
+    k = int(num_class_or_code)
+    if ak % k:
+        raise ValueError(f"head map with {ak} channels is not a multiple of {k}")
+    return full_precision(head_map).reshape(b, ny, nx, ak // k, k)
+
+
+def sigmoid_kl(logit_s, logit_t, temperature=1.0):
+    """Element-wise binary KL(p_t || p_s) with p = sigmoid(z / T) (the per-class KL of a sigmoid head)."""
+    zs, zt = logit_s / temperature, logit_t / temperature
+    pt = torch.sigmoid(zt)
+    # log p = logsigmoid(z), log(1 - p) = logsigmoid(-z): stable for large |z|
+    return pt * (F.logsigmoid(zt) - F.logsigmoid(zs)) + (1 - pt) * (F.logsigmoid(-zt) - F.logsigmoid(-zs))
+
+
+def cosine_affinity(feat):
+    """(..., N, C) -> (..., N, N) cosine similarities (rows of zeros give zero rows)."""
+    f = F.normalize(feat, dim=-1, eps=1e-12)
+    return f @ f.transpose(-1, -2)
+
+
+def point_cloud_range_of(detector):
+    """The point-cloud range (6,) the detector was built for (from its dataset)."""
+    ds = getattr(detector, "dataset", None)
+    pcr = getattr(ds, "point_cloud_range", None)
+    if pcr is None:
+        pcr = getattr(getattr(ds, "data_processor", None), "point_cloud_range", None)
+    if pcr is None:
+        raise ValueError(f"cannot tell the point-cloud range of {type(detector).__name__} (no dataset)")
+    return np.asarray(pcr, dtype=np.float64)
+
+
+def cell_centres(h, w, pcr):
+    """(H*W, 3) LiDAR (x, y, 0) of the cell centres of an (H, W) BEV map over ``pcr`` (row = y, column = x)."""
+    ys = pcr[1] + (np.arange(h) + 0.5) * (pcr[4] - pcr[1]) / h
+    xs = pcr[0] + (np.arange(w) + 0.5) * (pcr[3] - pcr[0]) / w
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    return np.stack([xx.ravel(), yy.ravel(), np.zeros(h * w)], axis=1).astype(np.float32)
+
+
+def valid_gt(gt_boxes_b):
+    """Rows of one sample's ``gt_boxes`` that are boxes (not padding)."""
+    return gt_boxes_b[(gt_boxes_b[:, 3:6].abs().sum(dim=1) > 0) & (gt_boxes_b[:, -1] > 0)]
+
+
+def gt_bev_masks(gt_boxes, h, w, pcr):
+    """(B, H, W) int64: index (into the sample's valid boxes) of the GT box holding each cell centre, -1 if none.
+
+    Also returns the list of valid boxes per sample. Heights are ignored (a BEV test).
+    """
+    centres = cell_centres(h, w, pcr)
+    out, boxes = [], []
+    for b in range(gt_boxes.shape[0]):
+        g = valid_gt(gt_boxes[b].detach()).float().cpu()
+        boxes.append(g)
+        if g.shape[0] == 0:
+            out.append(torch.full((h * w,), -1, dtype=torch.long))
+            continue
+        flat = g[:, :7].clone().numpy().astype(np.float32)
+        flat[:, 2] = 0.0
+        flat[:, 5] = 1e4  # BEV test: every height is inside
+        out.append(torch.from_numpy(points_in_boxes_index(centres, flat).astype(np.int64)))
+    return torch.stack(out).view(-1, h, w).to(gt_boxes.device), boxes
+
+
+class Adapter1x1(nn.Module):
+    """Student -> teacher channels on a BEV map: 1x1 conv (+ BN (+ ReLU)) as the method's paper uses."""
+
+    def __init__(self, c_in, c_out, bn=False, relu=False, bias=None):
+        super().__init__()
+        layers = [nn.Conv2d(c_in, c_out, 1, bias=(not bn) if bias is None else bias)]
+        if bn:
+            layers.append(nn.BatchNorm2d(c_out))
+        if relu:
+            layers.append(nn.ReLU())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def teacher_map(batch_dict, key, like):
+    """``key + '_tea'`` as float32, detached, checked to have the spatial size of ``like`` (B, C, H, W)."""
+    tkey = key + "_tea"
+    if tkey not in batch_dict:
+        raise KeyError(f"distillation needs {tkey!r} (the teacher's {key}); present: {sorted(batch_dict)}")
+    ft = full_precision(batch_dict[tkey].detach())
+    if ft.dim() != like.dim() or ft.shape[0] != like.shape[0] or ft.shape[2:] != like.shape[2:]:
+        raise ValueError(f"{key}: teacher map {tuple(ft.shape)} and student map {tuple(like.shape)} differ in batch "
+                         f"or spatial size (distil a place where both have the same resolution)")
+    return ft
+
+
+def student_map(batch_dict, key):
+    if key not in batch_dict:
+        raise KeyError(f"distillation needs {key!r} (a student feature); present: {sorted(batch_dict)}")
+    return full_precision(batch_dict[key])

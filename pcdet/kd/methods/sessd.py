@@ -1,0 +1,75 @@
+"""SESSDConsistency: SE-SSD's box and score consistency between teacher and student predictions.
+
+Source: Zheng et al., "SE-SSD: Self-Ensembling Single-Stage Object Detector from Point Cloud", CVPR 2021
+(there the teacher is an EMA of the student; here it is the frozen large teacher).
+Loss implemented (the facts mark the details UNVERIFIED), per sample:
+  teacher boxes: the teacher's decoded anchor predictions (``batch_box_preds_tea``, ``batch_cls_preds_tea``)
+  whose best class score sigmoid > ``SCORE_THRESH`` (0.3), reduced by rotated BEV NMS (``NMS_THRESH``);
+  student boxes: the student's decoded predictions *at the same confident anchors* (decoded with the
+  student's own head, before any NMS) -- a choice: SE-SSD filters the student by its own scores, which a
+  freshly initialised student never passes, so its loss would be zero for most of a short schedule;
+  each student box is matched to the teacher box of largest BEV IoU and kept if IoU > ``IOU_THRESH`` (0.7);
+  L_box = mean over pairs of sum_{x,y,z,dx,dy,dz} smoothL1(b_S - b_T) + smoothL1(sin(theta_S - theta_T));
+  L_cls = mean over pairs of sum_c smoothL1(sigmoid(z_S) - sigmoid(z_T));
+  L = WEIGHT * (L_box + L_cls)  (smooth-L1 with beta = ``SMOOTH_L1_BETA``, default 1/9).
+"""
+import torch
+import torch.nn.functional as F
+
+from pcdet.kd.methods.base import KDMethod
+from pcdet.ops.iou3d_nms import boxes_bev_iou_cpu, nms_cpu
+
+
+class SESSDConsistency(KDMethod):
+    """SE-SSD consistency: smooth-L1 on boxes and sigmoid scores of student boxes matched (IoU>0.7) to teacher boxes."""
+
+    ALLOWED_KEYS = {"NAME", "WEIGHT", "SCORE_THRESH", "NMS_THRESH", "IOU_THRESH", "MAX_TEACHER_BOXES", "SMOOTH_L1_BETA"}
+
+    def __init__(self, cfg, student, teacher, where):
+        super().__init__(cfg, where)
+        head = getattr(student, "dense_head", None)
+        if head is None or not hasattr(head, "generate_predicted_boxes"):
+            raise ValueError(f"{where}: SE-SSD consistency needs an anchor dense head that decodes boxes")
+        object.__setattr__(self, "_student_head", head)  # used to decode, not owned (not a submodule)
+        self.score_thresh = float(cfg.get("SCORE_THRESH", 0.3))
+        self.nms_thresh = float(cfg.get("NMS_THRESH", 0.1))
+        self.iou_thresh = float(cfg.get("IOU_THRESH", 0.7))
+        self.max_boxes = int(cfg.get("MAX_TEACHER_BOXES", 100))
+        self.beta = float(cfg.get("SMOOTH_L1_BETA", 1.0 / 9.0))
+
+    def forward(self, batch_dict):
+        bs = int(batch_dict["batch_size"])
+        cls_s, box_s = self._student_head.generate_predicted_boxes(
+            bs, batch_dict["cls_preds"], batch_dict["box_preds"], batch_dict.get("dir_cls_preds", None))
+        cls_t = batch_dict["batch_cls_preds_tea"].detach().float()
+        box_t = batch_dict["batch_box_preds_tea"].detach().float()
+        box_s, cls_s = box_s.float(), cls_s.float()
+        box_terms, cls_terms, pairs = [], [], 0
+        for b in range(bs):
+            score = torch.sigmoid(cls_t[b]).max(dim=-1).values
+            cand = torch.nonzero(score > self.score_thresh).squeeze(1)
+            if cand.numel() == 0:
+                continue
+            keep = torch.as_tensor(nms_cpu(box_t[b, cand].cpu(), score[cand].cpu(), self.nms_thresh,
+                                           post_max_size=self.max_boxes), dtype=torch.long, device=cand.device)
+            t_idx = cand[keep]
+            iou = boxes_bev_iou_cpu(box_s[b, cand].detach().cpu(), box_t[b, t_idx].cpu()).to(cand.device)
+            best_iou, best = iou.max(dim=1)
+            ok = best_iou > self.iou_thresh
+            if not bool(ok.any()):
+                continue
+            s_idx, m_idx = cand[ok], t_idx[best[ok]]
+            bs_, bt_ = box_s[b, s_idx], box_t[b, m_idx]
+            reg = F.smooth_l1_loss(bs_[:, :6], bt_[:, :6], beta=self.beta, reduction="none").sum(1)
+            reg = reg + F.smooth_l1_loss(torch.sin(bs_[:, 6] - bt_[:, 6]), torch.zeros_like(bs_[:, 6]),
+                                         beta=self.beta, reduction="none")
+            cls = F.smooth_l1_loss(torch.sigmoid(cls_s[b, s_idx]), torch.sigmoid(cls_t[b, m_idx]), beta=self.beta,
+                                   reduction="none").sum(1)
+            box_terms.append(reg)
+            cls_terms.append(cls)
+            pairs += int(s_idx.numel())
+        if pairs == 0:
+            return self.weight * self.zero_loss(batch_dict["cls_preds"], batch_dict["box_preds"]), {"pairs": 0}
+        l_box = torch.cat(box_terms).mean()
+        l_cls = torch.cat(cls_terms).mean()
+        return self.weight * (l_box + l_cls), {"pairs": pairs, "box": float(l_box.detach()), "cls": float(l_cls.detach())}

@@ -1,0 +1,97 @@
+"""SparseKD: heat-map logit KD + box regression toward the teacher + label KD with teacher boxes.
+
+Source: Yang et al., "Towards Efficient 3D Object Detection with Knowledge Distillation" (SparseKD),
+NeurIPS 2022. Applied to an anchor head as the facts direct ("the same idea on the anchor class map"):
+  hm = sigmoid(class map) per anchor and class, (B, ny, nx, A, C);
+  mask = max_c hm_T  x  fg, fg = the BEV cell's centre lies inside a ground-truth box (the anchor head
+  has no Gaussian heat-map targets; the inside-a-box region is their analogue, a choice);
+  L_logit = sum(mask * sum_c (hm_S - hm_T)^2) / sum(mask)          (``LOGIT_WEIGHT``, published 10);
+  L_box = sum(mask * sum_k smoothL1(r_S - r_T)) / sum(mask), r = the head's encoded box residuals at the
+  same anchor (``BOX_WEIGHT``, published 0.2);
+  label KD (``LABEL_KD``, on by default): before the student's forward, teacher boxes with best class
+  score > ``LABEL_SCORE_THRESH`` (0.6), after rotated BEV NMS, that overlap no ground-truth box
+  (BEV IoU <= ``LABEL_DEDUP_IOU``, a choice) are appended to ``gt_boxes`` with the teacher's class,
+  so the student's own target assignment trains on them. Feature KD off, as published.
+  L = WEIGHT * (LOGIT_WEIGHT L_logit + BOX_WEIGHT L_box).
+The teacher's boxes come from ``batch_box_preds_tea`` / ``batch_cls_preds_tea`` (the wrapper records them).
+"""
+import torch
+import torch.nn.functional as F
+
+from pcdet.kd.methods.base import KDMethod
+from pcdet.kd.methods.common import anchor_view, gt_bev_masks, point_cloud_range_of, valid_gt
+from pcdet.ops.iou3d_nms import boxes_bev_iou_cpu, nms_cpu
+
+
+def teacher_label_boxes(cls_t, box_t, gt_boxes_b, score_thresh, nms_thresh, dedup_iou, max_boxes=100):
+    """(K, 8) teacher boxes (x..heading, class 1..C) to add to one sample's ground truth."""
+    score, label = torch.sigmoid(cls_t.float()).max(dim=-1)
+    cand = torch.nonzero(score > score_thresh).squeeze(1)
+    if cand.numel() == 0:
+        return box_t.new_zeros((0, 8))
+    keep = torch.as_tensor(nms_cpu(box_t[cand].cpu(), score[cand].cpu(), nms_thresh, post_max_size=max_boxes),
+                           dtype=torch.long, device=cand.device)
+    idx = cand[keep]
+    boxes = box_t[idx].float()
+    gt = valid_gt(gt_boxes_b)
+    if gt.shape[0] > 0 and boxes.shape[0] > 0:
+        iou = boxes_bev_iou_cpu(boxes.detach().cpu(), gt[:, :7].float().cpu()).to(boxes.device)
+        fresh = iou.max(dim=1).values <= dedup_iou
+        boxes, idx = boxes[fresh], idx[fresh]
+    return torch.cat([boxes[:, :7], (label[idx] + 1).to(boxes.dtype)[:, None]], dim=1)
+
+
+class SparseKD(KDMethod):
+    """SparseKD (Yang et al.): masked heat-map MSE + box regression to teacher + teacher boxes as extra labels."""
+
+    ALLOWED_KEYS = {"NAME", "WEIGHT", "LOGIT_WEIGHT", "BOX_WEIGHT", "LABEL_KD", "LABEL_SCORE_THRESH", "NMS_THRESH",
+                    "LABEL_DEDUP_IOU", "SMOOTH_L1_BETA"}
+
+    def __init__(self, cfg, student, teacher, where):
+        super().__init__(cfg, where)
+        self.num_class = int(student.num_class)
+        self.code_size = int(student.dense_head.box_coder.code_size)
+        self.pcr = point_cloud_range_of(student)
+        self.logit_weight = float(cfg.get("LOGIT_WEIGHT", 10.0))
+        self.box_weight = float(cfg.get("BOX_WEIGHT", 0.2))
+        self.label_kd = bool(cfg.get("LABEL_KD", True))
+        self.label_thresh = float(cfg.get("LABEL_SCORE_THRESH", 0.6))
+        self.nms_thresh = float(cfg.get("NMS_THRESH", 0.1))
+        self.dedup_iou = float(cfg.get("LABEL_DEDUP_IOU", 0.1))
+        self.beta = float(cfg.get("SMOOTH_L1_BETA", 1.0 / 9.0))
+
+    def prepare_student_inputs(self, batch_dict):
+        """Label KD: append confident teacher boxes to ``gt_boxes`` before the student assigns targets."""
+        if not self.label_kd or "gt_boxes" not in batch_dict:
+            return batch_dict
+        gt = batch_dict["gt_boxes"]
+        cls_t, box_t = batch_dict["batch_cls_preds_tea"].detach(), batch_dict["batch_box_preds_tea"].detach()
+        rows, added = [], 0
+        for b in range(gt.shape[0]):
+            extra = teacher_label_boxes(cls_t[b], box_t[b], gt[b], self.label_thresh, self.nms_thresh, self.dedup_iou)
+            rows.append(torch.cat([valid_gt(gt[b]).float(), extra.to(gt.device)], dim=0))
+            added += int(extra.shape[0])
+        m = max(max(r.shape[0] for r in rows), 1)
+        out = gt.new_zeros((gt.shape[0], m, gt.shape[2]))
+        for b, r in enumerate(rows):
+            out[b, : r.shape[0]] = r.to(out.dtype)
+        batch_dict["gt_boxes"] = out
+        self.last_label_kd_boxes = added
+        return batch_dict
+
+    def forward(self, batch_dict):
+        zs = anchor_view(batch_dict["cls_preds"], self.num_class)
+        zt = anchor_view(batch_dict["cls_preds_tea"].detach(), self.num_class)
+        rs = anchor_view(batch_dict["box_preds"], self.code_size)
+        rt = anchor_view(batch_dict["box_preds_tea"].detach(), self.code_size)
+        b, h, w = zs.shape[:3]
+        fg = (gt_bev_masks(batch_dict["gt_boxes"], h, w, self.pcr)[0] >= 0).to(zs.dtype)
+        hm_s, hm_t = torch.sigmoid(zs), torch.sigmoid(zt)
+        mask = hm_t.max(dim=-1).values * fg[..., None]  # (B, H, W, A)
+        norm = mask.sum().clamp(min=1e-6)
+        l_logit = (mask * ((hm_s - hm_t) ** 2).sum(-1)).sum() / norm
+        l_box = (mask * F.smooth_l1_loss(rs, rt, beta=self.beta, reduction="none").sum(-1)).sum() / norm
+        loss = self.logit_weight * l_logit + self.box_weight * l_box
+        tb = {"logit": float(l_logit.detach()), "box": float(l_box.detach()),
+              "label_kd_boxes": getattr(self, "last_label_kd_boxes", 0)}
+        return self.weight * loss, tb
