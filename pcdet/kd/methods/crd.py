@@ -11,7 +11,7 @@ Loss implemented (the paper's NCE form, both directions):
   l2norm(``MOMENTUM`` m + (1 - ``MOMENTUM``) v).
 Defaults as published: 128-d, momentum 0.5, 16384 negatives, tau 0.07, weight 0.8.
 
-Choices for 3D detection (the paper defines instances as images): an *instance* is a ground-truth
+Applied to (a choice for 3D detection; the paper's instances are images): an *instance* is a ground-truth
 box of the batch (``gt_boxes``); its feature is the ``FEATURE`` map (default ``spatial_features_2d``)
 at the cell holding the box centre, on both sides. The memory is indexed by a slot derived from the
 frame id and the box's row (``crc32(frame_id) * 1009 + row`` modulo ``BANK_SIZE``, default 16384):

@@ -1,8 +1,8 @@
 """PaintAndDistill: class-wise, pixel-wise and instance-wise BEV feature distillation (Ju et al.).
 
 Source: Ju et al., "Paint and Distill: Boosting 3D Object Detection with Semantic Passing Network"
-(SPNet), ACM MM 2022. The loss forms are UNVERIFIED in the facts given; implemented as the facts direct,
-on the BEV map ``FEATURE`` (default ``spatial_features_2d``), student map first mapped to C_T by a 1x1
+(SPNet), ACM MM 2022. Loss implemented (the forms are UNVERIFIED in the facts given; as the facts direct).
+Applied to: the BEV map ``FEATURE`` (default ``spatial_features_2d``), student map first mapped to C_T by a 1x1
 conv adapter a(.), ground truth from ``gt_boxes`` (a cell belongs to a box when its centre is inside it):
   pixel-wise    L_pix  = mean_{b, c, h, w} (a(F_S) - F_T)^2;
   instance-wise L_inst = mean over GT boxes of mean_c (mean_{cells in box} a(F_S) - mean_{cells in box} F_T)^2;

@@ -1,8 +1,9 @@
 """PVD: point-to-voxel knowledge distillation (Hou et al., CVPR 2022) applied to a pillar detector.
 
 Source: Hou et al., "Point-to-Voxel Knowledge Distillation for LiDAR Semantic Segmentation", CVPR 2022
-(seed 003_c98d9a284ac4135d.txt), eqs. (1)-(7). The paper distils a segmentation network; mapped to
-PointPillars as follows (the mapping is this project's choice, the formulas are the paper's):
+(seed 003_c98d9a284ac4135d.txt), eqs. (1)-(7). The paper distils a segmentation network.
+Applied to PointPillars as follows (the mapping is this project's choice, the formulas are the paper's).
+Loss implemented:
   * voxelwise output (eq. 2): the anchor head's class map, one "voxel" per BEV cell of the head:
     L_out^v = mean_{b, cell, anchor, class} KL(p_T || p_S), p = sigmoid (binary KL per class: the head is
     a sigmoid one; the paper's KL of softmax outputs, teacher as target);

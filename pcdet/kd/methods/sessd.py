@@ -2,6 +2,7 @@
 
 Source: Zheng et al., "SE-SSD: Self-Ensembling Single-Stage Object Detector from Point Cloud", CVPR 2021
 (there the teacher is an EMA of the student; here it is the frozen large teacher).
+Applied to: the anchor head's decoded boxes and class scores.
 Loss implemented (the facts mark the details UNVERIFIED), per sample:
   teacher boxes: the teacher's decoded anchor predictions (``batch_box_preds_tea``, ``batch_cls_preds_tea``)
   whose best class score sigmoid > ``SCORE_THRESH`` (0.3), reduced by rotated BEV NMS (``NMS_THRESH``);

@@ -1,7 +1,8 @@
 """SparseKD: heat-map logit KD + box regression toward the teacher + label KD with teacher boxes.
 
 Source: Yang et al., "Towards Efficient 3D Object Detection with Knowledge Distillation" (SparseKD),
-NeurIPS 2022. Applied to an anchor head as the facts direct ("the same idea on the anchor class map"):
+NeurIPS 2022. Applied to: the anchor head's class and box maps, as the facts direct ("the same idea on
+the anchor class map"). Loss implemented:
   hm = sigmoid(class map) per anchor and class, (B, ny, nx, A, C);
   mask = max_c hm_T  x  fg, fg = the BEV cell's centre lies inside a ground-truth box (the anchor head
   has no Gaussian heat-map targets; the inside-a-box region is their analogue, a choice);
