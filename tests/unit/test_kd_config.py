@@ -31,11 +31,20 @@ def _dataset_view(cfg, training=False):
                            point_feature_encoder=SimpleNamespace(num_point_features=4))
 
 
+BASELINE_CLASSES = {
+    "hinton": "HintonKD", "fitnet": "FitNet", "attention_transfer": "AttentionTransfer",
+    "similarity_preserving": "SimilarityPreserving", "crd": "CRD", "overhaul": "Overhaul", "zhang_ma": "ZhangMa",
+    "sessd": "SESSDConsistency", "multiframe": "MultiFrameConsistency", "sparsekd": "SparseKD", "pvd": "PVD",
+    "paint_and_distill": "PaintAndDistill",
+}
+
+
 def test_kitti_kd_configs_exist():
     names = {p.stem for p in KITTI_KD}
     assert {"pointpillar_4x_pointdistiller", "pointpillar_16x_pointdistiller", "pointpillar_l8_pointdistiller",
             "pointpillar_l5_pointdistiller", "pointpillar_l3_pointdistiller", "pointpillar_4x_pointdistiller_ld_only",
             "pointpillar_4x_pointdistiller_rl_only", "pointpillar_4x_featurekd"} <= names
+    assert {f"pointpillar_4x_{k}" for k in BASELINE_CLASSES} <= names
 
 
 @pytest.mark.parametrize("path", KITTI_KD, ids=lambda p: p.stem)
@@ -48,7 +57,11 @@ def test_kd_config_loads_from_another_directory_and_builds(path, tmp_path, monke
     assert isinstance(model, DistillationWrapper) and model.teacher_suffix == ""
     method = model.kd_methods[0]
     stem = path.stem
-    if "featurekd" in stem:
+    baseline = BASELINE_CLASSES.get(stem.replace("pointpillar_4x_", ""))
+    if baseline is not None:  # the twelve baselines: their method on the 4x student
+        assert type(method).__name__ == baseline
+        assert cfg.MODEL.BACKBONE_2D.NUM_FILTERS == [32, 64, 128]
+    elif "featurekd" in stem:
         assert method.n is None
     else:
         assert method.feature == "pillar_features" and method.k == 128 and method.n == (12000 if "16x" in stem else 6000)
