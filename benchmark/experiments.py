@@ -103,8 +103,8 @@ class Experiment:
         os.replace(tmp, self.result_file)
         return result
 
-    def execute(self, log):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def execute(self, log):  # pragma: no cover - every experiment kind defines it
+        raise NotImplementedError(f"{type(self).__name__} must define execute(log) -> result dict")
 
     def __repr__(self):
         return f"{self.kind} {self.label} ({self.hash})"

@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from easydict import EasyDict
 
 from pcdet.kd.methods import METHODS
 from pcdet.kd.methods.crd import nce_loss
@@ -23,6 +22,7 @@ from pcdet.models.detectors import build_detector
 from pcdet.ops.iou3d_nms import boxes_bev_iou_cpu
 from pcdet.train_utils.experiment import load_experiment_cfg
 from pcdet.utils.paths import REPO_ROOT
+from test_kd_wrapper import fake_dataset, random_batch  # the KD tests' small dataset view and pillar batch
 
 SMALL_RANGE = "[0, -5.12, -3, 10.24, 5.12, 1]"
 PCR = np.array([0, -5.12, -3, 10.24, 5.12, 1], dtype=np.float64)
@@ -34,30 +34,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def _np(t):
     return t.detach().double().cpu().numpy()
-
-
-def fake_dataset(cfg):
-    pc_range = np.array(cfg.DATA_CONFIG.POINT_CLOUD_RANGE, dtype=np.float32)
-    vs = np.array([0.16, 0.16, 4.0], dtype=np.float32)
-    grid = np.round((pc_range[3:] - pc_range[:3]) / vs).astype(np.int64)
-    proc = EasyDict(grid_size=grid, point_cloud_range=pc_range, voxel_size=vs)
-    return EasyDict(class_names=cfg.CLASS_NAMES, data_processor=proc, training=True, grid_size=grid,
-                    point_cloud_range=pc_range, point_feature_encoder=EasyDict(num_point_features=4))
-
-
-def random_batch(grid, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    coords = []
-    for b, n in enumerate((150, 90)):
-        cells = torch.randperm(int(grid[0]) * int(grid[1]), generator=g)[:n]
-        coords.append(torch.stack([torch.full((n,), b), torch.zeros(n, dtype=torch.long),
-                                   cells // int(grid[0]), cells % int(grid[0])], 1))
-    coords = torch.cat(coords)
-    v = coords.shape[0]
-    gt = torch.tensor([[[4.0, 1.0, -1.0, 3.9, 1.6, 1.56, 0.3, 1], [6.03, -2.01, -0.9, 0.8, 0.6, 1.73, 0.0, 2]],
-                       [[7.0, 2.0, -0.9, 1.76, 0.6, 1.73, 1.2, 3], [0, 0, 0, 0, 0, 0, 0, 0]]])
-    return {"voxels": torch.randn(v, 32, 4, generator=g), "voxel_num_points": torch.randint(1, 33, (v,), generator=g),
-            "voxel_coords": coords, "batch_size": 2, "gt_boxes": gt, "frame_id": ["000001", "000002"]}
 
 
 def run(tmp_path, suffix, **method):

@@ -45,10 +45,12 @@ def random_batch(grid, batch_size=2, per_sample=(150, 90), seed=0):
                                    cells // int(grid[0]), cells % int(grid[0])], 1))
     coords = torch.cat(coords)
     v = coords.shape[0]
-    gt = torch.tensor([[[4.0, 1.0, -1.0, 3.9, 1.6, 1.56, 0.3, 1], [6.0, -2.0, -0.9, 0.8, 0.6, 1.73, 0.0, 2]],
+    # box edges off the cell grid, so that "cell centre inside a box" has no ties
+    gt = torch.tensor([[[4.0, 1.0, -1.0, 3.9, 1.6, 1.56, 0.3, 1], [6.03, -2.01, -0.9, 0.8, 0.6, 1.73, 0.0, 2]],
                        [[7.0, 2.0, -0.9, 1.76, 0.6, 1.73, 1.2, 3], [0, 0, 0, 0, 0, 0, 0, 0]]])
     return {"voxels": torch.randn(v, 32, 4, generator=g), "voxel_num_points": torch.randint(1, 33, (v,), generator=g),
-            "voxel_coords": coords, "batch_size": batch_size, "gt_boxes": gt[:batch_size]}
+            "voxel_coords": coords, "batch_size": batch_size, "gt_boxes": gt[:batch_size],
+            "frame_id": [f"{seed:03d}{b:03d}" for b in range(batch_size)]}
 
 
 def save_teacher_ckpt(cfg, path, model_cfg=None, seed=1):

@@ -11,8 +11,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from easydict import EasyDict
 
 from pcdet.kd.nodes import full_precision
+from pcdet.models.model_utils.model_nms_utils import class_agnostic_nms
 from pcdet.ops.points_in_boxes import points_in_boxes_index
 
 
@@ -81,6 +83,15 @@ def gt_bev_masks(gt_boxes, h, w, pcr):
         flat[:, 5] = 1e4  # BEV test: every height is inside
         out.append(torch.from_numpy(points_in_boxes_index(centres, flat).astype(np.int64)))
     return torch.stack(out).view(-1, h, w).to(gt_boxes.device), boxes
+
+
+def confident_boxes(cls_logits, boxes, score_thresh, nms_thresh, max_boxes):
+    """Indices of one sample's anchor predictions whose best sigmoid score is >= ``score_thresh``, after
+    class-agnostic rotated BEV NMS (the detectors' post-processing NMS), best first; and all best scores."""
+    score = torch.sigmoid(cls_logits.float()).max(dim=-1).values
+    nms_cfg = EasyDict(NMS_PRE_MAXSIZE=int(score.numel()), NMS_THRESH=float(nms_thresh), NMS_POST_MAXSIZE=int(max_boxes))
+    idx, _ = class_agnostic_nms(score, boxes.float(), nms_cfg, score_thresh=score_thresh)
+    return idx, score
 
 
 class Adapter1x1(nn.Module):

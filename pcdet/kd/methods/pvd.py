@@ -119,8 +119,7 @@ class PVD(KDMethod):
         sy, sx = self.grid_yx[0] // hf, self.grid_yx[1] // wf
         block, dist = self.block_of_cells(hf, wf)
         block = block.to(fs.device)
-        owner, _ = gt_bev_masks(batch_dict["gt_boxes"], hf, wf, self.pcr)
-        gt = batch_dict["gt_boxes"]
+        owner, boxes = gt_bev_masks(batch_dict["gt_boxes"], hf, wf, self.pcr)
         l_p, l_v, drawn = fs.new_zeros(()), fs.new_zeros(()), 0
         for b in range(fs.shape[0]):
             sel = coords[:, 0].long() == b
@@ -128,8 +127,7 @@ class PVD(KDMethod):
             cy, cx = coords[pil, 2].long() // sy, coords[pil, 3].long() // sx
             occ = torch.zeros(hf, wf, dtype=torch.bool, device=fs.device)
             occ[cy, cx] = True
-            valid = (gt[b][:, 3:6].abs().sum(1) > 0) & (gt[b][:, -1] > 0)
-            labels = gt[b][valid][:, -1].long()
+            labels = boxes[b][:, -1].long().to(fs.device)
             minority_box = torch.zeros(labels.numel() + 1, dtype=torch.bool, device=fs.device)
             for cid in self.minority_ids:
                 minority_box[:-1] |= labels == cid

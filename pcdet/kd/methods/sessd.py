@@ -5,7 +5,7 @@ Source: Zheng et al., "SE-SSD: Self-Ensembling Single-Stage Object Detector from
 Applied to: the anchor head's decoded boxes and class scores.
 Loss implemented (the facts mark the details UNVERIFIED), per sample:
   teacher boxes: the teacher's decoded anchor predictions (``batch_box_preds_tea``, ``batch_cls_preds_tea``)
-  whose best class score sigmoid > ``SCORE_THRESH`` (0.3), reduced by rotated BEV NMS (``NMS_THRESH``);
+  whose best class score sigmoid >= ``SCORE_THRESH`` (0.3), reduced by rotated BEV NMS (``NMS_THRESH``);
   student boxes: the student's decoded predictions *at the same confident anchors* (decoded with the
   student's own head, before any NMS) -- a choice: SE-SSD filters the student by its own scores, which a
   freshly initialised student never passes, so its loss would be zero for most of a short schedule;
@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from pcdet.kd.methods.base import KDMethod
-from pcdet.ops.iou3d_nms import boxes_bev_iou_cpu, nms_cpu
+from pcdet.kd.methods.common import confident_boxes
+from pcdet.ops.iou3d_nms import boxes_bev_iou_cpu
 
 
 class SESSDConsistency(KDMethod):
@@ -47,13 +48,10 @@ class SESSDConsistency(KDMethod):
         box_s, cls_s = box_s.float(), cls_s.float()
         box_terms, cls_terms, pairs = [], [], 0
         for b in range(bs):
-            score = torch.sigmoid(cls_t[b]).max(dim=-1).values
-            cand = torch.nonzero(score > self.score_thresh).squeeze(1)
-            if cand.numel() == 0:
+            t_idx, score = confident_boxes(cls_t[b], box_t[b], self.score_thresh, self.nms_thresh, self.max_boxes)
+            if t_idx.numel() == 0:
                 continue
-            keep = torch.as_tensor(nms_cpu(box_t[b, cand].cpu(), score[cand].cpu(), self.nms_thresh,
-                                           post_max_size=self.max_boxes), dtype=torch.long, device=cand.device)
-            t_idx = cand[keep]
+            cand = torch.nonzero(score >= self.score_thresh).squeeze(1)  # the student's boxes at these anchors
             iou = boxes_bev_iou_cpu(box_s[b, cand].detach().cpu(), box_t[b, t_idx].cpu()).to(cand.device)
             best_iou, best = iou.max(dim=1)
             ok = best_iou > self.iou_thresh

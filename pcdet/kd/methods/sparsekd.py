@@ -10,7 +10,7 @@ the anchor class map"). Loss implemented:
   L_box = sum(mask * sum_k smoothL1(r_S - r_T)) / sum(mask), r = the head's encoded box residuals at the
   same anchor (``BOX_WEIGHT``, published 0.2);
   label KD (``LABEL_KD``, on by default): before the student's forward, teacher boxes with best class
-  score > ``LABEL_SCORE_THRESH`` (0.6), after rotated BEV NMS, that overlap no ground-truth box
+  score >= ``LABEL_SCORE_THRESH`` (0.6), after rotated BEV NMS, that overlap no ground-truth box
   (BEV IoU <= ``LABEL_DEDUP_IOU``, a choice) are appended to ``gt_boxes`` with the teacher's class,
   so the student's own target assignment trains on them. Feature KD off, as published.
   L = WEIGHT * (LOGIT_WEIGHT L_logit + BOX_WEIGHT L_box).
@@ -20,19 +20,16 @@ import torch
 import torch.nn.functional as F
 
 from pcdet.kd.methods.base import KDMethod
-from pcdet.kd.methods.common import anchor_view, gt_bev_masks, point_cloud_range_of, valid_gt
-from pcdet.ops.iou3d_nms import boxes_bev_iou_cpu, nms_cpu
+from pcdet.kd.methods.common import anchor_view, confident_boxes, gt_bev_masks, point_cloud_range_of, valid_gt
+from pcdet.ops.iou3d_nms import boxes_bev_iou_cpu
 
 
 def teacher_label_boxes(cls_t, box_t, gt_boxes_b, score_thresh, nms_thresh, dedup_iou, max_boxes=100):
     """(K, 8) teacher boxes (x..heading, class 1..C) to add to one sample's ground truth."""
-    score, label = torch.sigmoid(cls_t.float()).max(dim=-1)
-    cand = torch.nonzero(score > score_thresh).squeeze(1)
-    if cand.numel() == 0:
+    idx, _ = confident_boxes(cls_t, box_t, score_thresh, nms_thresh, max_boxes)
+    if idx.numel() == 0:
         return box_t.new_zeros((0, 8))
-    keep = torch.as_tensor(nms_cpu(box_t[cand].cpu(), score[cand].cpu(), nms_thresh, post_max_size=max_boxes),
-                           dtype=torch.long, device=cand.device)
-    idx = cand[keep]
+    label = cls_t.float().argmax(dim=-1)
     boxes = box_t[idx].float()
     gt = valid_gt(gt_boxes_b)
     if gt.shape[0] > 0 and boxes.shape[0] > 0:
@@ -60,6 +57,7 @@ class SparseKD(KDMethod):
         self.nms_thresh = float(cfg.get("NMS_THRESH", 0.1))
         self.dedup_iou = float(cfg.get("LABEL_DEDUP_IOU", 0.1))
         self.beta = float(cfg.get("SMOOTH_L1_BETA", 1.0 / 9.0))
+        self.last_label_kd_boxes = 0  # boxes label KD added to the current batch (for the logs)
 
     def prepare_student_inputs(self, batch_dict):
         """Label KD: append confident teacher boxes to ``gt_boxes`` before the student assigns targets."""
@@ -94,5 +92,5 @@ class SparseKD(KDMethod):
         l_box = (mask * F.smooth_l1_loss(rs, rt, beta=self.beta, reduction="none").sum(-1)).sum() / norm
         loss = self.logit_weight * l_logit + self.box_weight * l_box
         tb = {"logit": float(l_logit.detach()), "box": float(l_box.detach()),
-              "label_kd_boxes": getattr(self, "last_label_kd_boxes", 0)}
+              "label_kd_boxes": self.last_label_kd_boxes}
         return self.weight * loss, tb
