@@ -2,7 +2,7 @@
 
     python -m benchmark list [--preset mini]
     python -m benchmark run --table ID [--preset smoke|mini|paper] [--seeds N] [--out DIR] [--device cpu|cuda]
-                            [--cache DIR]
+                            [--cache DIR] [--jobs N]
     python -m benchmark report [--out DIR]
 
 ``list`` shows every table of ``benchmark/tables/``, whether it runs now under the preset and, if
@@ -41,7 +41,7 @@ def cmd_list(args):
 def cmd_run(args):
     from benchmark.harness import run_table
 
-    run_table(args.table, args.preset, args.seeds, args.out, args.device, args.cache)
+    run_table(args.table, args.preset, args.seeds, args.out, args.device, args.cache, jobs=args.jobs)
     return 0
 
 
@@ -64,6 +64,8 @@ def main(argv=None):
     pr.add_argument("--out", default=None, help="folder of the CSVs (default output/benchmark/<preset>)")
     pr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     pr.add_argument("--cache", default=None, help="experiment cache (default output/benchmark/cache)")
+    pr.add_argument("--jobs", type=int, default=None,
+                    help="trainings run at once, the CPU cores shared out between them (default: the preset's JOBS)")
     rp = sub.add_parser("report", help="Markdown summary and plots of the CSVs in a folder")
     rp.add_argument("--out", default=str(REPO_ROOT / "output" / "benchmark" / "mini"))
     args = p.parse_args(argv)

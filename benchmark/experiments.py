@@ -171,6 +171,10 @@ class Train(Experiment):
 
     kind = "train"
 
+    #: torch threads of the child process (``OMP_NUM_THREADS``); None: torch's default. Not part of the
+    #: spec: the harness sets it from ``--jobs`` so that parallel trainings share the cores.
+    threads = None
+
     def __init__(self, cache_root, label, cfg_file, seed, epochs, data, device, teacher=None, extra_args=()):
         spec = {"cfg_file": _rel(cfg_file), "config": resolved_config(cfg_file), "seed": seed, "epochs": epochs,
                 "data": data.spec, "device": device, "teacher": teacher.hash if teacher else None,
@@ -203,9 +207,12 @@ class Train(Experiment):
         if any((self.run_dir / "ckpt").glob("checkpoint_epoch_*.pth")):
             cmd += ["--ckpt", "latest"]
             log(f"resuming {self} from its newest checkpoint")
+        env = dict(os.environ)
+        if self.threads is not None:
+            env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
         logfile = self.dir / "train.log"
         with open(logfile, "a") as f:
-            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT))
+            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=env)
         if proc.returncode != 0:
             tail = "".join(logfile.read_text().splitlines(keepends=True)[-15:])
             raise ExperimentError(f"{self} failed (exit {proc.returncode}); log {_rel(logfile)}:\n{tail}")

@@ -18,6 +18,8 @@ What each measure contributes (a row's metrics are its ``PAPER`` keys plus these
   PointDistiller) on the table's PointDistiller config, the KNN share, and the wall time of one
   real training epoch of each row's config (``train_stats.json``).
 """
+import concurrent.futures
+import os
 from pathlib import Path
 
 import tqdm
@@ -163,13 +165,81 @@ class TablePlan:
         return order
 
 
-def run_plan(plan):
+def threads_per_job(jobs, cores=None):
+    """Torch threads of each of ``jobs`` parallel trainings: the cores shared out, at least one."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // max(1, jobs))
+
+
+def schedule_trainings(trainings, jobs, start, done):
+    """Run ``Train`` experiments, at most ``jobs`` at once, each after the teacher it distils from.
+
+    ``start(e)`` is called before a training is submitted, ``done(e)`` after it finished. Failed
+    trainings raise their :class:`ExperimentError` once the running ones have finished; the rest
+    are not started. Returns when every training has run.
+    """
+    pending = list(trainings)
+    ran = {e.dir for e in pending if e.cached()}
+    pending = [e for e in pending if e.dir not in ran]
+    for e in [e for e in trainings if e.dir in ran]:
+        done(e)
+    errors = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        running = {}
+        while pending or running:
+            if not errors:
+                ready = [e for e in pending if e.teacher is None or e.teacher.dir in ran]
+                for e in ready[:max(0, jobs - len(running))]:
+                    pending.remove(e)
+                    start(e)
+                    running[pool.submit(e.run, _log)] = e
+            if not running:
+                break
+            finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for f in finished:
+                e = running.pop(f)
+                try:
+                    f.result()
+                except ExperimentError as err:
+                    errors.append(err)
+                    continue
+                ran.add(e.dir)
+                done(e)
+    if errors:
+        raise errors[0]
+    if pending:
+        raise ExperimentError(f"{pending[0]} waits for a teacher that is not part of the plan: {pending[0].teacher}")
+
+
+def run_plan(plan, jobs=1):
+    """Run what is not cached. Trainings run ``jobs`` at a time (each with ``threads_per_job`` torch
+    threads on CPU); the other experiments (complexity, latency, KD overhead) run afterwards, one at a
+    time and alone, so that no timing is taken while a training shares the machine."""
     exps = plan.experiments()
     cached = sum(e.cached() for e in exps)
     _log(f"{plan.table['ID']} ({plan.preset_name}): {len(plan.runnable)}/{len(plan.table['ROWS'])} rows runnable, "
-         f"{len(exps)} experiments, {cached} cached, {len(exps) - cached} to run; cache {_rel(plan.cache_root)}")
+         f"{len(exps)} experiments, {cached} cached, {len(exps) - cached} to run; cache {_rel(plan.cache_root)}; "
+         f"{jobs} training job(s) at a time")
+    trainings = [e for e in exps if isinstance(e, Train)]
+    others = [e for e in exps if not isinstance(e, Train)]
+    if jobs > 1 and plan.device == "cpu":
+        for e in trainings:
+            e.threads = threads_per_job(jobs)
     with tqdm.tqdm(total=len(exps), desc=plan.table["ID"], dynamic_ncols=True) as bar:
-        for e in exps:
+        active = set()
+
+        def start(e):
+            active.add(e.label)
+            bar.set_postfix_str(f"running: {', '.join(sorted(active))}")
+            _log(f"running {e} -> {_rel(e.dir)}")
+
+        def done(e):
+            active.discard(e.label)
+            bar.set_postfix_str(f"running: {', '.join(sorted(active))}" if active else f"done: {e.label}")
+            bar.update()
+
+        schedule_trainings(trainings, jobs, start, done)
+        for e in others:
             state = "cached" if e.cached() else "running"
             bar.set_postfix_str(f"{state}: {e.kind} {e.label}")
             if not e.cached():
@@ -229,8 +299,11 @@ def table_cells(plan):
     return lines
 
 
-def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu", cache_root=None, tables=None):
-    """Plan, run (cached) and write ``<out>/<table_id>.csv``; returns (csv path, lines, plan)."""
+def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu", cache_root=None, tables=None,
+              jobs=None):
+    """Plan, run (cached) and write ``<out>/<table_id>.csv``; returns (csv path, lines, plan).
+
+    ``jobs``: trainings at once (default: the preset's ``JOBS``, else 1)."""
     tables = tables or registry.load_tables()
     if table_id not in tables:
         raise SystemExit(f"unknown table {table_id!r}; known: {', '.join(tables)}")
@@ -241,6 +314,9 @@ def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu",
     n = int(seeds if seeds is not None else preset["SEEDS"])
     if n < 1:
         raise SystemExit("--seeds must be >= 1")
+    jobs = int(jobs if jobs is not None else preset.get("JOBS", 1))
+    if jobs < 1:
+        raise SystemExit("--jobs must be >= 1")
     out = Path(out) if out else REPO_ROOT / "output" / "benchmark" / preset_name
     plan = TablePlan(tables[table_id], preset_name, preset, range(n), device, cache_root or DEFAULT_CACHE)
     if not plan.runnable:
@@ -253,7 +329,7 @@ def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu",
                 _log(f"data: {data} -> {_rel(data.dir)}")
             data.run(log=_log)
         plan.build()
-        run_plan(plan)
+        run_plan(plan, jobs)
     except ExperimentError as err:
         raise SystemExit(f"[benchmark] {err}") from None
     lines = table_cells(plan)

@@ -22,7 +22,7 @@ TABLE_KEYS = {"ID", "TITLE", "PAPER_SOURCE", "TASK", "DATASET", "MEASURES", "NEE
               "REFERENCE_ROW"}
 ROW_KEYS = {"NAME", "MODEL", "KD", "TEACHER", "TEACHER_MODEL", "NEEDS", "PAPER", "VARIANT"}
 MEASURES = {"accuracy", "complexity", "latency", "training_cost"}
-PRESET_KEYS = {"DESCRIPTION", "FAMILY", "DATA", "EPOCHS", "TEACHER_EPOCHS", "SEEDS", "LATENCY", "KD_OVERHEAD"}
+PRESET_KEYS = {"DESCRIPTION", "FAMILY", "DATA", "EPOCHS", "TEACHER_EPOCHS", "SEEDS", "JOBS", "LATENCY", "KD_OVERHEAD"}
 #: what each dataset needs beyond the config files (evaluators live with the datasets)
 DATASET_NEEDS = {"kitti": ["dataset:KittiDataset", "evaluator:kitti"]}
 
