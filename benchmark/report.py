@@ -6,7 +6,9 @@ dataset and the run directories) and, when the CSVs hold the data for them:
 
 * ``accuracy_vs_gmacs.png``: 3D / BEV mAP against GMACs, measured (filled) and paper (hollow);
 * ``latency.png``: measured latency per row (and the paper's, on its own axis: other hardware);
-* ``kd_gains.png``: per KD row, mAP minus the mAP of the same student without KD, measured vs paper.
+* ``kd_gains.png``: per KD row, mAP minus the mAP of the same student without KD, measured vs paper;
+* for methods tables (every non-teacher row trains one student model): the measured ranking beside
+  the paper's, with Kendall's tau-b between the two orders.
 Nothing is computed here that the CSVs do not hold.
 """
 import csv
@@ -151,6 +153,58 @@ def kd_gains(tables, all_tables=None):
     return gains
 
 
+def kendall_tau_b(xs, ys):
+    """Kendall's tau-b of two equally long sequences (ties in either counted as neither concordant nor
+    discordant); None when one of them is constant."""
+    n = len(xs)
+    conc = disc = ties_x = ties_y = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx, dy = xs[i] - xs[j], ys[i] - ys[j]
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif (dx > 0) == (dy > 0):
+                conc += 1
+            else:
+                disc += 1
+    denom = ((conc + disc + ties_x) * (conc + disc + ties_y)) ** 0.5
+    return (conc - disc) / denom if denom else None
+
+
+def method_rankings(tables, all_tables=None):
+    """Rankings of the rows of a methods table (every non-teacher row trains the same MODEL), for
+    3D and BEV mAP: [(table, metric, [(row, measured, std, measured rank, paper, paper rank)], tau_b)].
+    Rows without both a measured and a paper value are left out; ranks are 1 = best."""
+    all_tables = all_tables or registry.load_tables(require_all=False)
+    out = []
+    for tid, rows in tables.items():
+        spec = all_tables.get(tid)
+        if spec is None:
+            continue
+        students = [r for r in spec["ROWS"] if not r.get("TEACHER")]
+        if len(students) < 3 or len({r.get("MODEL") for r in students}) != 1:
+            continue
+        piv = _pivot(rows)
+        for metric in ("3d_map", "bev_map"):
+            entries = []
+            for r in students:
+                line = piv.get(r["NAME"], {}).get(metric)
+                if line and _f(line["measured"]) is not None and _f(line["paper"]) is not None:
+                    entries.append((r["NAME"], _f(line["measured"]), _f(line["measured_std"]), _f(line["paper"])))
+            if len(entries) < 3:
+                continue
+            m_rank = {e[0]: 1 + sum(o[1] > e[1] for o in entries) for e in entries}
+            p_rank = {e[0]: 1 + sum(o[3] > e[3] for o in entries) for e in entries}
+            ranked = sorted(entries, key=lambda e: -e[1])
+            tau = kendall_tau_b([e[1] for e in entries], [e[3] for e in entries])
+            out.append((tid, metric, [(n, m, sd, m_rank[n], p, p_rank[n]) for n, m, sd, p in ranked], tau))
+    return out
+
+
 def _plot_gains(gains, path, plt):
     gains = [g for g in gains if g[3] is not None]
     if not gains:
@@ -187,6 +241,12 @@ def write_report(out):
         text += "\n## KD gains (KD row minus the same student without KD)\n\n| table | row | metric | measured | paper |\n|---|---|---|---|---|\n"
         for t, n, m, g, p in gains:
             text += f"| {t} | {n} | {m} | {'' if g is None else f'{g:+.2f}'} | {'' if p is None else f'{p:+.2f}'} |\n"
+    for t, metric, ranked, tau in method_rankings(tables):
+        tau_s = "undefined" if tau is None else f"{tau:+.2f}"
+        text += (f"\n## Ranking of methods: {t}, {metric} (measured order; Kendall tau-b against the paper's "
+                 f"order: {tau_s})\n\n| measured rank | row | measured | paper rank | paper |\n|---|---|---|---|---|\n")
+        for n, m, sd, mr, p, pr in ranked:
+            text += f"| {mr} | {n} | {m:.2f}{'' if sd is None else f' +- {sd:.2f}'} | {pr} | {p:.1f} |\n"
     plots = [_plot_accuracy(tables, out / "accuracy_vs_gmacs.png", plt), _plot_latency(tables, out / "latency.png", plt),
              _plot_gains(gains, out / "kd_gains.png", plt)]
     plots = [p for p in plots if p]

@@ -1,0 +1,59 @@
+"""benchmark.report: KD gains and method rankings computed from the CSVs alone, Kendall's tau-b
+checked against scipy, and a report written from a small CSV folder."""
+import pytest
+
+from benchmark import report
+from benchmark.results_csv import cell, write_table_csv
+
+SPEC = {"t": {"ID": "t", "ROWS": [
+    {"NAME": "teacher", "MODEL": "big", "TEACHER": True},
+    {"NAME": "no KD", "MODEL": "small", "KD": None},
+    {"NAME": "A", "MODEL": "small", "KD": "a"},
+    {"NAME": "B", "MODEL": "small", "KD": "b"},
+    {"NAME": "C", "MODEL": "small", "KD": "c"},
+]}}
+# (paper, measured) 3D mAP: the measured order swaps A and B
+VALUES = {"teacher": (70.0, 40.0), "no KD": (58.0, 10.0), "A": (61.0, 11.0), "B": (60.0, 12.0), "C": (62.0, 13.0)}
+
+
+def _write(tmp_path):
+    lines = [cell("t", row, "3d_map", paper=p, measured=m, measured_std=0.5, n_seeds=3, source=f"runs/{row}")
+             for row, (p, m) in VALUES.items()]
+    write_table_csv(tmp_path / "t.csv", lines)
+    return report.read_csvs(tmp_path)
+
+
+@pytest.mark.parametrize("xs,ys", [([1, 2, 3, 4], [1, 2, 3, 4]), ([1, 2, 3, 4], [4, 3, 2, 1]),
+                                   ([1, 2, 2, 3, 5], [2, 1, 3, 3, 4]), ([3.1, 1.2, 2.2, 2.2], [1, 1, 2, 3])])
+def test_kendall_tau_b_matches_scipy(xs, ys):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    assert report.kendall_tau_b(xs, ys) == pytest.approx(scipy_stats.kendalltau(xs, ys).statistic)
+
+
+def test_kendall_tau_b_of_a_constant_sequence_is_undefined():
+    assert report.kendall_tau_b([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_rankings_leave_out_the_teacher_and_rank_by_mean(tmp_path):
+    tables = _write(tmp_path)
+    [(tid, metric, ranked, tau)] = report.method_rankings(tables, SPEC)
+    assert (tid, metric) == ("t", "3d_map")
+    assert [r[0] for r in ranked] == ["C", "B", "A", "no KD"]  # measured order
+    assert {r[0]: r[5] for r in ranked} == {"C": 1, "A": 2, "B": 3, "no KD": 4}  # paper ranks
+    # 6 pairs, one discordant (A, B): tau = (5 - 1) / 6
+    assert tau == pytest.approx(4 / 6)
+
+
+def test_gains_are_kd_row_minus_the_same_student_without_kd(tmp_path):
+    gains = report.kd_gains(_write(tmp_path), SPEC)
+    assert [(g[1], g[3], g[4]) for g in gains] == [("A", 1.0, 3.0), ("B", 2.0, 2.0), ("C", 3.0, 4.0)]
+
+
+def test_report_holds_the_ranking_and_gains(tmp_path, monkeypatch):
+    _write(tmp_path)
+    monkeypatch.setattr(report.registry, "load_tables", lambda require_all=False: SPEC)
+    text = report.write_report(tmp_path).read_text()
+    assert "Ranking of methods: t, 3d_map" in text and "Kendall tau-b against the paper's order: +0.67" in text
+    assert "| 1 | C | 13.00 +- 0.50 | 1 | 62.0 |" in text
+    assert "| t | A | 3d_map | +1.00 | +3.00 |" in text
+    assert (tmp_path / "kd_gains.png").is_file()
