@@ -171,8 +171,10 @@ class Train(Experiment):
 
     kind = "train"
 
-    #: torch threads of the child process (``OMP_NUM_THREADS``); None: torch's default. Not part of the
-    #: spec: the harness sets it from ``--jobs`` so that parallel trainings share the cores.
+    #: threads of the child process (torch's ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` and numba's
+    #: ``NUMBA_NUM_THREADS``, which the KD graph kernels use); None: the libraries' defaults. Not part of
+    #: the spec: the harness sets it from ``--jobs`` so that parallel trainings share the cores without
+    #: oversubscribing them (two processes with 2 numba threads each on 2 cores ran a KD epoch ~6x slower).
     threads = None
 
     def __init__(self, cache_root, label, cfg_file, seed, epochs, data, device, teacher=None, extra_args=()):
@@ -209,7 +211,8 @@ class Train(Experiment):
             log(f"resuming {self} from its newest checkpoint")
         env = dict(os.environ)
         if self.threads is not None:
-            env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+            env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads),
+                       NUMBA_NUM_THREADS=str(self.threads))
         logfile = self.dir / "train.log"
         with open(logfile, "a") as f:
             proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=env)

@@ -29,7 +29,7 @@ from pcdet.utils.paths import REPO_ROOT
 
 def run_setting(cfg_file, data_path, epochs, jobs, threads, scratch):
     """Start ``jobs`` trainings at once with ``threads`` torch threads each; (wall s, [epoch seconds])."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))
     procs, outs = [], []
     t0 = time.perf_counter()
     for j in range(jobs):
