@@ -128,16 +128,19 @@ def _plot_latency(tables, path, plt):
     return path
 
 
+def _with_specs(tables, all_tables=None):
+    """(table id, its registry entry, {row: {metric: csv line}}) of every CSV table the registry knows."""
+    all_tables = all_tables or registry.load_tables(require_all=False)
+    for tid, rows in tables.items():
+        if tid in all_tables:
+            yield tid, all_tables[tid], _pivot(rows)
+
+
 def kd_gains(tables, all_tables=None):
     """[(table, row, metric, measured gain, paper gain)] of KD rows vs the same MODEL without KD."""
-    all_tables = all_tables or registry.load_tables(require_all=False)
     gains = []
-    for tid, rows in tables.items():
-        spec = all_tables.get(tid)
-        if spec is None:
-            continue
+    for tid, spec, piv in _with_specs(tables, all_tables):
         base = {r["MODEL"]: r["NAME"] for r in spec["ROWS"] if not r.get("KD") and not r.get("TEACHER")}
-        piv = _pivot(rows)
         for r in spec["ROWS"]:
             if not r.get("KD") or r.get("MODEL") not in base:
                 continue
@@ -179,16 +182,11 @@ def method_rankings(tables, all_tables=None):
     """Rankings of the rows of a methods table (every non-teacher row trains the same MODEL), for
     3D and BEV mAP: [(table, metric, [(row, measured, std, measured rank, paper, paper rank)], tau_b)].
     Rows without both a measured and a paper value are left out; ranks are 1 = best."""
-    all_tables = all_tables or registry.load_tables(require_all=False)
     out = []
-    for tid, rows in tables.items():
-        spec = all_tables.get(tid)
-        if spec is None:
-            continue
+    for tid, spec, piv in _with_specs(tables, all_tables):
         students = [r for r in spec["ROWS"] if not r.get("TEACHER")]
         if len(students) < 3 or len({r.get("MODEL") for r in students}) != 1:
             continue
-        piv = _pivot(rows)
         for metric in ("3d_map", "bev_map"):
             entries = []
             for r in students:

@@ -20,6 +20,13 @@ class KDMethod(nn.Module):
         self.weight = float(cfg.get("WEIGHT", 1.0))
 
     @staticmethod
+    def feature_keys(cfg, default=None):
+        """``(student key, teacher key)`` of the ``batch_dict`` feature a method distils: ``FEATURE``
+        (required when ``default`` is None) and ``TEACHER_FEATURE`` (default: the student's key)."""
+        feature = str(cfg.FEATURE if default is None else cfg.get("FEATURE", default))
+        return feature, str(cfg.get("TEACHER_FEATURE", None) or feature)
+
+    @staticmethod
     def zero_loss(*tensors):
         """A zero that keeps the autograd graph of ``tensors`` (for batches with nothing to distil)."""
         total = None

@@ -52,8 +52,7 @@ class CRD(KDMethod):
 
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
-        self.feature = str(cfg.get("FEATURE", "spatial_features_2d"))
-        self.teacher_feature = str(cfg.get("TEACHER_FEATURE", None) or self.feature)
+        self.feature, self.teacher_feature = self.feature_keys(cfg, default="spatial_features_2d")
         dim = int(cfg.get("EMBED_DIM", 128))
         self.nce_k = int(cfg.get("NCE_K", 16384))
         self.nce_t = float(cfg.get("NCE_T", 0.07))

@@ -23,8 +23,7 @@ class FeatureKD(KDMethod):
 
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
-        self.feature = str(cfg.FEATURE)
-        self.teacher_feature = str(cfg.get("TEACHER_FEATURE", None) or self.feature)
+        self.feature, self.teacher_feature = self.feature_keys(cfg)
         n = cfg.get("N", None)
         self.n = int(n) if n is not None else None
         self.importance = resolve_importance(self.feature, str(cfg.get("IMPORTANCE", "auto")))

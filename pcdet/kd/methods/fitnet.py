@@ -22,8 +22,7 @@ class FitNet(KDMethod):
 
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
-        self.feature = str(cfg.get("FEATURE", "spatial_features_2d"))
-        self.teacher_feature = str(cfg.get("TEACHER_FEATURE", None) or self.feature)
+        self.feature, self.teacher_feature = self.feature_keys(cfg, default="spatial_features_2d")
         self.regressor = Adapter1x1(feature_channels(student, self.feature), feature_channels(teacher, self.teacher_feature),
                                     bn=True, relu=True)
 

@@ -22,8 +22,7 @@ class MultiFrameConsistency(KDMethod):
 
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
-        self.feature = str(cfg.get("FEATURE", "spatial_features_2d"))
-        self.teacher_feature = str(cfg.get("TEACHER_FEATURE", None) or self.feature)
+        self.feature, self.teacher_feature = self.feature_keys(cfg, default="spatial_features_2d")
         self.p = {"l2": 2, "l1": 1}.get(str(cfg.get("LOSS", "l2")).lower())
         if self.p is None:
             raise ValueError(f"{where}: LOSS must be l2 or l1, got {cfg.get('LOSS')!r}")

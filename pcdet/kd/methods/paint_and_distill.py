@@ -27,8 +27,7 @@ class PaintAndDistill(KDMethod):
 
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
-        self.feature = str(cfg.get("FEATURE", "spatial_features_2d"))
-        self.teacher_feature = str(cfg.get("TEACHER_FEATURE", None) or self.feature)
+        self.feature, self.teacher_feature = self.feature_keys(cfg, default="spatial_features_2d")
         self.w_pix = float(cfg.get("PIXEL_WEIGHT", 1.0))
         self.w_inst = float(cfg.get("INSTANCE_WEIGHT", 1.0))
         self.w_cls = float(cfg.get("CLASS_WEIGHT", 1.0))

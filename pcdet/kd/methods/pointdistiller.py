@@ -41,8 +41,7 @@ class PointDistiller(KDMethod):
 
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
-        self.feature = str(cfg.FEATURE)
-        self.teacher_feature = str(cfg.get("TEACHER_FEATURE", None) or self.feature)
+        self.feature, self.teacher_feature = self.feature_keys(cfg)
         self.n = int(cfg.N)
         self.local = bool(cfg.get("LOCAL_DISTILLATION", True))
         self.reweight = bool(cfg.get("REWEIGHT", True))

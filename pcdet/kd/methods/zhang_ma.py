@@ -62,8 +62,7 @@ class ZhangMa(KDMethod):
 
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
-        self.feature = str(cfg.get("FEATURE", "spatial_features_2d"))
-        self.teacher_feature = str(cfg.get("TEACHER_FEATURE", None) or self.feature)
+        self.feature, self.teacher_feature = self.feature_keys(cfg, default="spatial_features_2d")
         self.temperature = float(cfg.get("TEMPERATURE", 0.1))
         self.alpha = float(cfg.get("ALPHA", 7e-5))
         self.beta = float(cfg.get("BETA", 4e-3))
