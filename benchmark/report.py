@@ -137,7 +137,8 @@ def _with_specs(tables, all_tables=None):
 
 
 def kd_gains(tables, all_tables=None):
-    """[(table, row, metric, measured gain, paper gain)] of KD rows vs the same MODEL without KD."""
+    """[(table, row, metric, measured gain, paper gain, welch)] of KD rows vs the same MODEL without KD;
+    ``welch`` is :func:`welch_t` of the two measured cells (None without a std on both)."""
     gains = []
     for tid, spec, piv in _with_specs(tables, all_tables):
         base = {r["MODEL"]: r["NAME"] for r in spec["ROWS"] if not r.get("KD") and not r.get("TEACHER")}
@@ -151,9 +152,26 @@ def kd_gains(tables, all_tables=None):
                 m = (_f(kd_line["measured"]) - _f(ref["measured"])
                      if _f(kd_line["measured"]) is not None and _f(ref["measured"]) is not None else None)
                 p = _f(kd_line["paper"]) - _f(ref["paper"]) if _f(kd_line["paper"]) is not None and _f(ref["paper"]) is not None else None
+                w = welch_t(*(_f(line[k]) for line in (kd_line, ref) for k in ("measured", "measured_std", "n_seeds")))
                 if m is not None or p is not None:
-                    gains.append((tid, r["NAME"], metric, m, p))
+                    gains.append((tid, r["NAME"], metric, m, p, w))
     return gains
+
+
+def welch_t(m1, s1, n1, m0, s0, n0):
+    """Welch's unequal-variance t test of mean m1 (sample std s1, n1 seeds) against m0 (s0, n0):
+    (t, Welch-Satterthwaite degrees of freedom, two-sided p). None when a std or count is missing,
+    either count is below 2, or both stds are zero."""
+    if None in (m1, s1, n1, m0, s0, n0) or n1 < 2 or n0 < 2:
+        return None
+    v1, v0 = s1 * s1 / n1, s0 * s0 / n0
+    if v1 + v0 == 0:
+        return None
+    from scipy import stats
+
+    t = (m1 - m0) / (v1 + v0) ** 0.5
+    df = (v1 + v0) ** 2 / (v1 * v1 / (n1 - 1) + v0 * v0 / (n0 - 1))
+    return t, df, float(2 * stats.t.sf(abs(t), df))
 
 
 def kendall_tau_b(xs, ys):
@@ -207,7 +225,7 @@ def _plot_gains(gains, path, plt):
     gains = [g for g in gains if g[3] is not None]
     if not gains:
         return None
-    labels = [f"{t}: {n} ({m})" for t, n, m, _, _ in gains]
+    labels = [f"{g[0]}: {g[1]} ({g[2]})" for g in gains]
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(gains) + 2))
     ys = range(len(gains))
     ax.barh([y + 0.2 for y in ys], [g[3] for g in gains], height=0.4, label="measured")
@@ -236,9 +254,13 @@ def write_report(out):
     text = markdown(tables)
     gains = kd_gains(tables)
     if gains:
-        text += "\n## KD gains (KD row minus the same student without KD)\n\n| table | row | metric | measured | paper |\n|---|---|---|---|---|\n"
-        for t, n, m, g, p in gains:
-            text += f"| {t} | {n} | {m} | {'' if g is None else f'{g:+.2f}'} | {'' if p is None else f'{p:+.2f}'} |\n"
+        text += ("\n## KD gains (KD row minus the same student without KD)\n\nWelch's t test of the two measured "
+                 "rows over their seeds (two-sided p; with 3 seeds a row, p < 0.05 needs |t| of about 2.8 or more)."
+                 "\n\n| table | row | metric | measured | Welch t (df) | p | paper |\n|---|---|---|---|---|---|---|\n")
+        for t, n, m, g, p, w in gains:
+            w_s = "| |" if w is None else f"| {w[0]:+.2f} ({w[1]:.1f}) | {w[2]:.3f} |"
+            text += (f"| {t} | {n} | {m} | {'' if g is None else f'{g:+.2f}'} {w_s} "
+                     f"{'' if p is None else f'{p:+.2f}'} |\n")
     for t, metric, ranked, tau in method_rankings(tables):
         tau_s = "undefined" if tau is None else f"{tau:+.2f}"
         text += (f"\n## Ranking of methods: {t}, {metric} (measured order; Kendall tau-b against the paper's "

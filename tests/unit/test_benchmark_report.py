@@ -49,11 +49,28 @@ def test_gains_are_kd_row_minus_the_same_student_without_kd(tmp_path):
     assert [(g[1], g[3], g[4]) for g in gains] == [("A", 1.0, 3.0), ("B", 2.0, 2.0), ("C", 3.0, 4.0)]
 
 
+@pytest.mark.parametrize("a,b", [((13.0, 0.5, 3), (10.0, 0.5, 3)), ((9.69, 0.44, 3), (8.47, 1.89, 3)),
+                                 ((7.66, 0.59, 3), (8.47, 1.89, 5))])
+def test_welch_t_matches_scipy(a, b):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    t, df, p = report.welch_t(*a, *b)
+    ref = scipy_stats.ttest_ind_from_stats(*a, *b, equal_var=False)
+    assert (t, p) == pytest.approx((ref.statistic, ref.pvalue))
+    assert df == pytest.approx(ref.df) if hasattr(ref, "df") else df > 0
+
+
+def test_welch_t_needs_two_seeds_and_a_spread():
+    assert report.welch_t(1.0, None, 3, 0.0, 0.5, 3) is None
+    assert report.welch_t(1.0, 0.5, 1, 0.0, 0.5, 3) is None
+    assert report.welch_t(1.0, 0.0, 3, 0.0, 0.0, 3) is None
+
+
 def test_report_holds_the_ranking_and_gains(tmp_path, monkeypatch):
     _write(tmp_path)
     monkeypatch.setattr(report.registry, "load_tables", lambda require_all=False: SPEC)
     text = report.write_report(tmp_path).read_text()
     assert "Ranking of methods: t, 3d_map" in text and "Kendall tau-b against the paper's order: +0.67" in text
     assert "| 1 | C | 13.00 +- 0.50 | 1 | 62.0 |" in text
-    assert "| t | A | 3d_map | +1.00 | +3.00 |" in text
+    # gain 1.0 with std 0.5 on 3 seeds each: t = 1 / sqrt(2 * 0.25 / 3) = 2.45 on 4 degrees of freedom
+    assert "| t | A | 3d_map | +1.00 | +2.45 (4.0) | 0.070 | +3.00 |" in text
     assert (tmp_path / "kd_gains.png").is_file()
