@@ -171,12 +171,15 @@ def threads_per_job(jobs, cores=None):
     return max(1, cores // max(1, jobs))
 
 
-def schedule_trainings(trainings, jobs, start, done):
+def schedule_trainings(trainings, jobs, start, done, share=None):
     """Run ``Train`` experiments, at most ``jobs`` at once, each after the teacher it distils from.
 
-    ``start(e)`` is called before a training is submitted, ``done(e)`` after it finished. Failed
-    trainings raise their :class:`ExperimentError` once the running ones have finished; the rest
-    are not started. Returns when every training has run.
+    ``start(e)`` is called before a training is submitted, ``done(e)`` after it finished.
+    ``share(e, n)``, when given, is called just before ``start(e)`` with ``n``, the number of
+    trainings that will then be running, ``e`` included (a training that starts alone, like a
+    teacher its students wait for, can have every core). Failed trainings raise their
+    :class:`ExperimentError` once the running ones have finished; the rest are not started.
+    Returns when every training has run.
     """
     pending = list(trainings)
     ran = {e.dir for e in pending if e.cached()}
@@ -189,8 +192,12 @@ def schedule_trainings(trainings, jobs, start, done):
         while pending or running:
             if not errors:
                 ready = [e for e in pending if e.teacher is None or e.teacher.dir in ran]
-                for e in ready[:max(0, jobs - len(running))]:
+                batch = ready[:max(0, jobs - len(running))]
+                n_at_once = len(running) + len(batch)
+                for e in batch:
                     pending.remove(e)
+                    if share is not None:
+                        share(e, n_at_once)
                     start(e)
                     running[pool.submit(e.run, _log)] = e
             if not running:
@@ -212,8 +219,8 @@ def schedule_trainings(trainings, jobs, start, done):
 
 
 def run_plan(plan, jobs=1):
-    """Run what is not cached. Trainings run ``jobs`` at a time (each with ``threads_per_job`` torch
-    threads on CPU); the other experiments (complexity, latency, KD overhead) run afterwards, one at a
+    """Run what is not cached. Trainings run ``jobs`` at a time (on CPU each with ``threads_per_job``
+    of the trainings running beside it: a training that starts alone gets every core); the other experiments (complexity, latency, KD overhead) run afterwards, one at a
     time and alone, so that no timing is taken while a training shares the machine."""
     exps = plan.experiments()
     cached = sum(e.cached() for e in exps)
@@ -222,9 +229,9 @@ def run_plan(plan, jobs=1):
          f"{jobs} training job(s) at a time")
     trainings = [e for e in exps if isinstance(e, Train)]
     others = [e for e in exps if not isinstance(e, Train)]
-    if jobs > 1 and plan.device == "cpu":
-        for e in trainings:
-            e.threads = threads_per_job(jobs)
+
+    def share(e, n_at_once):
+        e.threads = threads_per_job(n_at_once)
     with tqdm.tqdm(total=len(exps), desc=plan.table["ID"], dynamic_ncols=True) as bar:
         active = set()
 
@@ -238,7 +245,7 @@ def run_plan(plan, jobs=1):
             bar.set_postfix_str(f"running: {', '.join(sorted(active))}" if active else f"done: {e.label}")
             bar.update()
 
-        schedule_trainings(trainings, jobs, start, done)
+        schedule_trainings(trainings, jobs, start, done, share=share if jobs > 1 and plan.device == "cpu" else None)
         for e in others:
             state = "cached" if e.cached() else "running"
             bar.set_postfix_str(f"{state}: {e.kind} {e.label}")

@@ -82,3 +82,13 @@ def test_threads_per_job_shares_the_cores():
     assert harness.threads_per_job(1, cores=2) == 2
     assert harness.threads_per_job(4, cores=2) == 1
     assert harness.threads_per_job(2, cores=16) == 8
+
+
+def test_share_counts_the_trainings_running_at_once():
+    """A teacher its students wait for starts alone (every core); then two at a time."""
+    teacher = FakeTrain("teacher")
+    exps = [teacher, FakeTrain("kd0", teacher), FakeTrain("kd1", teacher), FakeTrain("kd2", teacher)]
+    shares = {}
+    harness.schedule_trainings(exps, 2, start=lambda e: None, done=lambda e: None,
+                               share=lambda e, n: shares.__setitem__(e.label, harness.threads_per_job(n, cores=2)))
+    assert shares == {"teacher": 2, "kd0": 1, "kd1": 1, "kd2": 1}
