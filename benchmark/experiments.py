@@ -12,6 +12,7 @@ child process, then its final evaluation), ``complexity`` (:mod:`benchmark.compl
 ``latency`` (:mod:`benchmark.latency`, all models of a table round-robin in one run, so their ratios
 come from one run) and ``kd_overhead`` (:mod:`benchmark.kd_overhead`).
 """
+import abc
 import hashlib
 import json
 import os
@@ -68,7 +69,7 @@ def spec_hash(spec):
     return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-class Experiment:
+class Experiment(abc.ABC):
     """One cached unit of work: ``run()`` returns its result dict (from the cache when finished)."""
 
     kind = "experiment"
@@ -103,8 +104,9 @@ class Experiment:
         os.replace(tmp, self.result_file)
         return result
 
-    def execute(self, log):  # pragma: no cover - every experiment kind defines it
-        raise NotImplementedError(f"{type(self).__name__} must define execute(log) -> result dict")
+    @abc.abstractmethod
+    def execute(self, log):
+        """Do the work (``log`` prints progress) and return the result dict that ``run`` caches."""
 
     def __repr__(self):
         return f"{self.kind} {self.label} ({self.hash})"

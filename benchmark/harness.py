@@ -219,9 +219,10 @@ def schedule_trainings(trainings, jobs, start, done, share=None):
 
 
 def run_plan(plan, jobs=1):
-    """Run what is not cached. Trainings run ``jobs`` at a time (on CPU each with ``threads_per_job``
-    of the trainings running beside it: a training that starts alone gets every core); the other experiments (complexity, latency, KD overhead) run afterwards, one at a
-    time and alone, so that no timing is taken while a training shares the machine."""
+    """Run what is not cached. Trainings run ``jobs`` at a time (on CPU each gets ``threads_per_job``
+    of the trainings running when it starts: one that starts alone gets every core); the other
+    experiments (complexity, latency, KD overhead) run afterwards, one at a time and alone, so that
+    no timing is taken while a training shares the machine."""
     exps = plan.experiments()
     cached = sum(e.cached() for e in exps)
     _log(f"{plan.table['ID']} ({plan.preset_name}): {len(plan.runnable)}/{len(plan.table['ROWS'])} rows runnable, "
@@ -229,9 +230,11 @@ def run_plan(plan, jobs=1):
          f"{jobs} training job(s) at a time")
     trainings = [e for e in exps if isinstance(e, Train)]
     others = [e for e in exps if not isinstance(e, Train)]
+    share = None
+    if jobs > 1 and plan.device == "cpu":
+        def share(e, n_at_once):
+            e.threads = threads_per_job(n_at_once)
 
-    def share(e, n_at_once):
-        e.threads = threads_per_job(n_at_once)
     with tqdm.tqdm(total=len(exps), desc=plan.table["ID"], dynamic_ncols=True) as bar:
         active = set()
 
@@ -245,7 +248,7 @@ def run_plan(plan, jobs=1):
             bar.set_postfix_str(f"running: {', '.join(sorted(active))}" if active else f"done: {e.label}")
             bar.update()
 
-        schedule_trainings(trainings, jobs, start, done, share=share if jobs > 1 and plan.device == "cpu" else None)
+        schedule_trainings(trainings, jobs, start, done, share=share)
         for e in others:
             state = "cached" if e.cached() else "running"
             bar.set_postfix_str(f"{state}: {e.kind} {e.label}")
