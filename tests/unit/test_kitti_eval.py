@@ -1,14 +1,16 @@
 """KITTI evaluation (``pcdet.datasets.kitti.eval``) on tiny scenes whose APs follow by hand.
 
-How the numbers are derived: the evaluator samples the precision curve at the recall positions
-reached by the sorted TP scores. With ``n`` valid ground-truth objects of which ``k`` are found
-(all with precision ``p``), the R40 curve is filled at positions 0, 1/40, .., up to recall k/n and
-the R11 curve at 0, 0.1, .., up to k/n, provided there are enough TPs to reach each position (one
-threshold per TP at most; so ``n >= 41`` for a full R40 curve). Hence:
+How the numbers are derived: the evaluator samples one precision curve at 41 positions, one score
+threshold per position reached by the sorted TP scores (at most one threshold per TP, so ``n >= 41``
+ground-truth objects are needed for a full curve). With ``n`` valid ground-truth objects of which
+``k`` are found, the curve is filled at positions 0, 1, .. up to recall k/n. R40 = sum of
+positions 1..40 / 40; R11 = sum of positions 0, 4, .., 40 / 11 (every fourth point of the same
+curve, OpenPCDet's ``get_mAP_R11``). Hence:
 
 * 50 of 50 found, no FP: 100 (R40) and 100 (R11).
-* 40 of 80 found: R40 = 20/40 = 50; R11 = 6/11 (positions 0 .. 0.5).
-* 10 of 10 found: only 10 thresholds: R40 = 9/40 (positions 1/40 .. 9/40), R11 = 10/11.
+* 40 of 80 found: positions 0..20 filled; R40 = 20/40 = 50; R11 = 6/11 (positions 0, 4, .., 20).
+* 10 of 10 found: only 10 thresholds, positions 0..9 filled: R40 = 9/40, R11 = 3/11 (positions
+  0, 4, 8). (The pre-2019 devkit's 11-point AP, which picks its own 11 thresholds, gives 10/11.)
 * FP with higher scores than every TP lower every precision value; the running maximum from the
   right then takes the precision at full recall.
 """
@@ -76,7 +78,31 @@ def test_perfect_detections_give_100():
 def test_few_objects_fill_only_part_of_the_curve():
     gt = [[obj("Car")] for _ in range(10)]
     dt = [[obj("Car", score=0.9)] for _ in range(10)]
-    check(run(gt, dt), "Car", ALL_M, ALL_D, 100 * 9 / 40, 100 * 10 / 11)
+    check(run(gt, dt), "Car", ALL_M, ALL_D, 100 * 9 / 40, 100 * 3 / 11)
+
+
+def test_r11_is_every_fourth_point_of_the_41_point_curve():
+    """A case where R11 from the 41-point curve and the old 11-threshold AP differ.
+
+    20 ground-truth cars, all found; TP ``i`` (0-based) has score ``0.95 - i/100``; 5 false
+    positives score 0.855, between TP 9 (0.86) and TP 10 (0.85). By hand:
+
+    * 41-point thresholds (step 1/40 is finer than the recall step 1/20): every TP gives one, so
+      positions 0..19 are filled, position ``i`` at TP ``i``'s score. Precision there: 1 for
+      i <= 9, (i + 1) / (i + 6) for i >= 10 (increasing to 20/25 = 0.8 at i = 19). Running maximum
+      from the right: [1] * 10 + [0.8] * 10 + [0] * 21.
+    * R40 = (9 * 1 + 10 * 0.8) / 40 = 17/40 = 42.5.
+    * R11 = positions 0, 4, 8, 12, 16 (1, 1, 1, 0.8, 0.8), 20 .. 40 (0) -> 4.6 / 11 = 41.818...
+    * (The old 11-threshold AP took TPs 0, 1, 3, .., 17, 19 and reached recall 1: (6 + 5 * 0.8) / 11
+      = 10/11 = 90.9; this test fails on that definition.)
+
+    AOS: headings equal, similarity 1 per TP, so the AOS curve equals the precision curve.
+    """
+    gt = [[obj("Car")] for _ in range(20)]
+    dt = [[obj("Car", score=0.95 - i / 100)] for i in range(20)]
+    for k in range(5):
+        dt[k].append(obj("Car", bbox=FP_BOX, loc=FP_LOC, score=0.855))
+    check(run(gt, dt), "Car", ALL_M, ALL_D, 100 * 17 / 40, 100 * 4.6 / 11)
 
 
 def test_half_of_the_ground_truth_found():
@@ -198,9 +224,9 @@ def test_command_line(tmp_path, capsys):
     assert rc == 0
     data = json.loads(out.read_text())
     assert len(data) == 72
-    # 3 of 3 cars found: only 3 thresholds -> R40 = 2/40, R11 = 3/11
+    # 3 of 3 cars found: only 3 thresholds, positions 0..2 -> R40 = 2/40, R11 = 1/11 (position 0)
     assert data["Car_3d/easy_R40"] == pytest.approx(5.0, abs=1e-6)
-    assert data["Car_3d/easy_R11"] == pytest.approx(300 / 11, abs=1e-4)
+    assert data["Car_3d/easy_R11"] == pytest.approx(100 / 11, abs=1e-4)
     assert "Car AP_R40" in capsys.readouterr().out
 
     split = tmp_path / "val.txt"

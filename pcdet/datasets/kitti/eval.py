@@ -2,10 +2,16 @@
 
 This file owns the KITTI metric: 2D ``bbox``, bird's-eye-view ``bev`` and ``3d`` average precision
 plus ``aos`` (average orientation similarity) for Car / Pedestrian / Cyclist at the Easy /
-Moderate / Hard difficulties, reported as ``R40`` (41 sampled recall positions, AP = mean precision
-at recall 1/40 .. 1) and ``R11`` (11 sampled recall positions 0, 0.1, .., 1, AP = their mean).
-All values are percentages. R11 follows the older devkit, whose score thresholds are themselves
-chosen at 11 recall positions (it is not the 41-point curve subsampled at every fourth point).
+Moderate / Hard difficulties, reported as ``R40`` and ``R11``. All values are percentages.
+
+Both come from one interpolated precision curve sampled at 41 recall positions (score thresholds
+chosen at recall 0, 1/40, .., 1, as the devkit's ``N_SAMPLE_PTS = 41``):
+
+* ``R40`` = sum of the curve at positions 1 .. 40, divided by 40 (the devkit's AP; OpenPCDet's
+  ``kitti_object_eval_python/eval.py:get_mAP_R40``);
+* ``R11`` = sum of the curve at every fourth position 0, 4, .., 40 (recall 0, 0.1, .., 1), divided
+  by 11 (OpenPCDet's ``get_mAP_R11`` on the same ``precision`` array). It is *not* the pre-2019
+  devkit's 11-point AP, whose score thresholds were themselves chosen at 11 recall positions.
 
 Rules followed (those of the devkit's ``evaluate_object.cpp``):
 
@@ -64,7 +70,8 @@ MAX_TRUNCATION = np.array([0.15, 0.3, 0.5])
 # MIN_OVERLAP[metric, class]
 MIN_OVERLAP = np.array([[0.7, 0.5, 0.5], [0.7, 0.5, 0.5], [0.7, 0.5, 0.5]])
 N_PTS_R40 = 41
-N_PTS_R11 = 11
+N_PTS_R11 = 11  # recall 0, 0.1, .., 1: every R11_STRIDE-th point of the 41-point curve
+R11_STRIDE = 4
 
 # integer codes of object names (lower case)
 _CODE = {"car": 0, "pedestrian": 1, "cyclist": 2, "van": 3, "person_sitting": 4, "dontcare": 5}
@@ -300,12 +307,10 @@ def _curve(c, m, ig_gt, ig_det, gt_code, gt_alpha, det_alpha, det_score, gt_off,
 @njit(cache=True, parallel=True, error_model="numpy")
 def _eval_all(combos, gt_code, gt_trunc, gt_occ, gt_height, gt_alpha, det_code, det_hpx, det_score,
               det_alpha, gt_off, det_off, pair_off, ov, ova, compute_aos, max_det):
-    """For each (class, metric, difficulty) row of ``combos``: R40 and R11 precision/AOS curves."""
+    """For each (class, metric, difficulty) row of ``combos``: the 41-point precision/AOS curves."""
     n_combo = combos.shape[0]
     prec40 = np.zeros((n_combo, N_PTS_R40))
     aos40 = np.zeros((n_combo, N_PTS_R40))
-    prec11 = np.zeros((n_combo, N_PTS_R11))
-    aos11 = np.zeros((n_combo, N_PTS_R11))
     n_gt_all = gt_code.shape[0]
     n_det_all = det_code.shape[0]
     n_frames = gt_off.shape[0] - 1
@@ -383,12 +388,7 @@ def _eval_all(combos, gt_code, gt_trunc, gt_occ, gt_height, gt_alpha, det_code, 
                       pair_off, ov, ova, mo, thr40, N_PTS_R40, use_aos, max_det)
         prec40[q] = p
         aos40[q] = a
-        thr11 = _thresholds(scores, np.float64(n_gt), np.float64(N_PTS_R11))
-        p, a = _curve(c, m, ig_gt, ig_det, gt_code, gt_alpha, det_alpha, det_score, gt_off, det_off,
-                      pair_off, ov, ova, mo, thr11, N_PTS_R11, use_aos, max_det)
-        prec11[q] = p
-        aos11[q] = a
-    return prec40, aos40, prec11, aos11
+    return prec40, aos40
 
 
 def ap_r40(prec):
@@ -397,8 +397,10 @@ def ap_r40(prec):
 
 
 def ap_r11(prec):
-    """AP over the 11 recall positions 0, 0.1, .., 1 of an 11-point curve, in percent."""
-    return float(np.sum(prec[..., :N_PTS_R11], axis=-1) / 11.0 * 100.0)
+    """AP over recall positions 0, 0.1, .., 1 of a 41-point curve (its every fourth point), in percent.
+
+    OpenPCDet's ``get_mAP_R11``: ``sum(prec[..., 0:41:4]) / 11 * 100``."""
+    return float(np.sum(prec[..., 0:N_PTS_R40:R11_STRIDE], axis=-1) / N_PTS_R11 * 100.0)
 
 
 def _class_index(c):
@@ -449,7 +451,7 @@ def evaluate(gt_annos, dt_annos, current_classes=CLASS_NAMES):
     gt_height = gt["bbox"][:, 3] - gt["bbox"][:, 1]
     max_det = int(nd.max()) if len(nd) else 0
     if len(combos):
-        prec40, aos40, prec11, aos11 = _eval_all(
+        prec40, aos40 = _eval_all(
             combos, gt["code"], gt["trunc"], gt["occ"], gt_height, gt["alpha"], dt["code"], det_hpx,
             dt["score"], dt["alpha"], gt["off"], dt["off"], pair_off, ov, ova, compute_aos, max_det)
     result = {}
@@ -463,11 +465,11 @@ def evaluate(gt_annos, dt_annos, current_classes=CLASS_NAMES):
     for q, (c, m, d) in enumerate(combos.tolist()):
         base = f"{CLASS_NAMES[c]}_{METRICS[m]}/{DIFFICULTIES[d]}"
         result[base + "_R40"] = ap_r40(prec40[q])
-        result[base + "_R11"] = ap_r11(prec11[q])
+        result[base + "_R11"] = ap_r11(prec40[q])
         if m == 0 and compute_aos:
             base = f"{CLASS_NAMES[c]}_aos/{DIFFICULTIES[d]}"
             result[base + "_R40"] = ap_r40(aos40[q])
-            result[base + "_R11"] = ap_r11(aos11[q])
+            result[base + "_R11"] = ap_r11(aos40[q])
     return result
 
 
