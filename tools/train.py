@@ -23,11 +23,14 @@ from pcdet.datasets import build_dataloader  # noqa: E402
 from pcdet.models import build_network  # noqa: E402
 from pcdet.train_utils import experiment  # noqa: E402
 from pcdet.train_utils.eval_utils import eval_one_epoch  # noqa: E402
-from pcdet.train_utils.optimization import autocast_dtype, build_optimizer, build_scheduler  # noqa: E402
+from pcdet.train_utils.optimization import build_optimizer, build_scheduler  # noqa: E402
+from pcdet.train_utils.precision import cpu_features, resolve_precision  # noqa: E402
 from pcdet.train_utils.train_utils import (  # noqa: E402
+    TRAIN_STATS_FILE,
     NonFiniteLossError,
     latest_checkpoint,
     load_checkpoint_for_resume,
+    record_run_info,
     train_model,
 )
 from pcdet.utils.common_utils import create_logger, set_random_seed  # noqa: E402
@@ -70,6 +73,7 @@ def main(argv=None):
     device = experiment.resolve_device(args.device)
     dist, rank, world = experiment.init_distributed(args.launcher, device)
     optim_cfg = cfg.OPTIMIZATION
+    precision = resolve_precision(optim_cfg, device)  # a bad MIXED_PRECISION fails before any work
     batch_size = args.batch_size or optim_cfg.BATCH_SIZE_PER_GPU
     epochs = args.epochs or optim_cfg.NUM_EPOCHS
 
@@ -109,14 +113,18 @@ def main(argv=None):
         )
     tb_log = SummaryWriter(log_dir=str(out_dir / "tensorboard")) if rank == 0 else None
     logger.info(f"training epochs {start_epoch}..{epochs - 1}, {len(train_loader)} iterations per epoch, "
-                f"mixed precision: {optim_cfg.get('MIXED_PRECISION', 'none')}")
+                f"{torch.get_num_threads()} torch threads; precision: {precision}")
+    if rank == 0:
+        record_run_info(out_dir / TRAIN_STATS_FILE, precision=precision.as_dict(), threads=torch.get_num_threads(),
+                        device=str(device), world_size=world,
+                        cpu=cpu_features() if device.type == "cpu" else None)
     try:
         train_model(
             train_model_obj, optimizer, train_loader, scheduler, start_epoch, epochs, start_iter, ckpt_dir,
             seed=args.seed, device=device, grad_norm_clip=optim_cfg.get("GRAD_NORM_CLIP", 10.0), sampler=sampler,
             tb_log=tb_log, logger=logger, rank=rank, ckpt_save_interval=args.ckpt_save_interval,
             max_ckpt_save_num=args.max_ckpt_save_num, progress=not args.no_progress,
-            stop_after_epoch=args.stop_after_epoch, amp_dtype=autocast_dtype(optim_cfg),
+            stop_after_epoch=args.stop_after_epoch, amp_dtype=precision.autocast_dtype,
         )
     except NonFiniteLossError as err:
         logger.error(str(err))

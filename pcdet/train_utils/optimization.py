@@ -6,9 +6,8 @@
   ``MOMS[1]`` and back. PointDistiller's setting: LR 1e-3 annealed to 1e-7.
 * ``adamw`` / ``adam`` / ``sgd``: constant LR or step decay (``DECAY_STEP_LIST`` epochs, ``LR_DECAY``).
 
-``MIXED_PRECISION: bf16`` runs the training forward under ``torch.autocast`` with bfloat16
-(convolutions and matrix products in bf16, weights, optimiser and losses in fp32; no loss scaling
-is needed with bf16). Default ``none``. Evaluation always runs in fp32.
+``MIXED_PRECISION`` (``auto`` / ``bf16`` / ``none``) belongs to the same section; it is resolved on
+each machine by :mod:`pcdet.train_utils.precision`.
 
 Schedulers are stepped once per iteration and have ``state_dict`` / ``load_state_dict`` so a
 resumed run continues exactly where it stopped.
@@ -24,15 +23,6 @@ OPTIM_KEYS = {
     "PCT_START", "DIV_FACTOR", "DECAY_STEP_LIST", "LR_DECAY", "LR_CLIP", "LR_WARMUP", "WARMUP_EPOCH", "GRAD_NORM_CLIP",
     "MIXED_PRECISION",
 }
-MIXED_PRECISION = {"none": None, "bf16": torch.bfloat16}
-
-
-def autocast_dtype(optim_cfg):
-    """``OPTIMIZATION.MIXED_PRECISION`` -> the autocast dtype (None: full precision)."""
-    value = str(optim_cfg.get("MIXED_PRECISION", "none")).lower()
-    if value not in MIXED_PRECISION:
-        raise ValueError(f"OPTIMIZATION.MIXED_PRECISION: {value!r} is not one of {sorted(MIXED_PRECISION)}")
-    return MIXED_PRECISION[value]
 
 
 def build_optimizer(model, optim_cfg):

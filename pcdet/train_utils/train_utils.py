@@ -131,21 +131,41 @@ def train_one_epoch(model, optimizer, loader, scheduler, accumulated_iter, grad_
 TRAIN_STATS_FILE = "train_stats.json"
 
 
-def record_epoch_time(path, epoch, seconds, iterations):
-    """Add (or replace, after a resume) epoch ``epoch``'s wall time to ``train_stats.json``.
-
-    ``{"epochs": [{"epoch": 1, "seconds": 41.2, "iterations": 198, "seconds_per_iteration": 0.208}, ...]}``;
-    the training-cost benchmark reads it.
-    """
+def _update_stats(path, update):
     path = Path(path)
     stats = json.loads(path.read_text()) if path.is_file() else {"epochs": []}
-    entries = [e for e in stats.get("epochs", []) if e.get("epoch") != epoch]
-    entries.append({"epoch": epoch, "seconds": round(seconds, 3), "iterations": int(iterations),
-                    "seconds_per_iteration": round(seconds / max(1, iterations), 5)})
-    stats["epochs"] = sorted(entries, key=lambda e: e["epoch"])
+    update(stats)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(stats, indent=1) + "\n")
     os.replace(tmp, path)
+
+
+def record_epoch_time(path, epoch, seconds, iterations):
+    """Add (or replace, after a resume) epoch ``epoch``'s wall time to ``train_stats.json``.
+
+    ``{"epochs": [{"epoch": 1, "seconds": 41.2, "iterations": 198, "seconds_per_iteration": 0.208}, ...],
+    "run": {...}}``; the training-cost benchmark reads it.
+    """
+    def update(stats):
+        entries = [e for e in stats.get("epochs", []) if e.get("epoch") != epoch]
+        entries.append({"epoch": epoch, "seconds": round(seconds, 3), "iterations": int(iterations),
+                        "seconds_per_iteration": round(seconds / max(1, iterations), 5)})
+        stats["epochs"] = sorted(entries, key=lambda e: e["epoch"])
+
+    _update_stats(path, update)
+
+
+def record_run_info(path, **info):
+    """Record how the run computes (``precision`` with its reason, ``threads``, ``device``, ...) under
+    ``"run"`` in ``train_stats.json``; a resumed run appends its own entry to ``"resumes"`` when it
+    differs, so a mixed-precision or mixed-thread run shows as such."""
+    def update(stats):
+        if "run" not in stats:
+            stats["run"] = info
+        elif stats["run"] != info:
+            stats.setdefault("resumes", []).append(info)
+
+    _update_stats(path, update)
 
 
 def train_model(model, optimizer, train_loader, scheduler, start_epoch, total_epochs, start_iter, ckpt_dir, *,
