@@ -173,19 +173,20 @@ class Train(Experiment):
 
     kind = "train"
 
-    #: threads of the child process (torch's ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` and numba's
-    #: ``NUMBA_NUM_THREADS``, which the KD graph kernels use); None: the libraries' defaults. Not part of
-    #: the spec: the harness sets it from ``--jobs`` so that parallel trainings share the cores without
-    #: oversubscribing them (two processes with 2 numba threads each on 2 cores ran a KD epoch ~6x slower).
-    threads = None
-
-    def __init__(self, cache_root, label, cfg_file, seed, epochs, data, device, teacher=None, extra_args=()):
+    def __init__(self, cache_root, label, cfg_file, seed, epochs, data, device, teacher=None, extra_args=(),
+                 threads=None, exclusive=False):
+        """``threads``: CPU threads of the child process (torch's ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``
+        and numba's ``NUMBA_NUM_THREADS``, which the KD graph kernels use; None: the libraries' defaults).
+        It is part of the spec: the thread count changes the order of float sums, so a run with another
+        count is another experiment. The harness derives it from the plan (:func:`benchmark.harness.
+        assign_threads`), never from what happens to be running. ``exclusive``: the scheduler runs this
+        training alone (a teacher that students wait for; a training whose epoch time is measured)."""
         spec = {"cfg_file": _rel(cfg_file), "config": resolved_config(cfg_file), "seed": seed, "epochs": epochs,
                 "data": data.spec, "device": device, "teacher": teacher.hash if teacher else None,
-                "extra_args": list(extra_args)}
+                "extra_args": list(extra_args), "threads": threads}
         super().__init__(cache_root, label, spec)
         self.cfg_file, self.seed, self.epochs, self.data, self.device = Path(cfg_file), seed, epochs, data, device
-        self.teacher, self.extra_args = teacher, list(extra_args)
+        self.teacher, self.extra_args, self.threads, self.exclusive = teacher, list(extra_args), threads, exclusive
 
     @property
     def run_dir(self):
@@ -230,7 +231,13 @@ class Train(Experiment):
             result.update(metrics=data["metrics"], dataset=data.get("dataset_note", ""), metrics_file=_rel(found))
         stats = self.run_dir / "train_stats.json"
         if stats.is_file():
-            result["epochs"] = json.loads(stats.read_text())["epochs"]
+            data = json.loads(stats.read_text())
+            result["epochs"] = data["epochs"]
+            run = data.get("run") or {}
+            result["precision"] = (run.get("precision") or {}).get("name")
+            result["precision_reason"] = (run.get("precision") or {}).get("reason")
+            result["threads"] = run.get("threads")
+            result["resumed_differently"] = bool(data.get("resumes"))
         return result
 
 

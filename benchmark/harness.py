@@ -75,9 +75,10 @@ def row_metrics(table, row):
 class TablePlan:
     """The experiments of one table under one preset, and which rows they serve."""
 
-    def __init__(self, table, preset_name, preset, seeds, device, cache_root):
+    def __init__(self, table, preset_name, preset, seeds, device, cache_root, jobs=1, cores=None):
         self.table, self.preset_name, self.preset = table, preset_name, preset
         self.seeds, self.device, self.cache_root = list(seeds), device, Path(cache_root)
+        self.jobs, self.cores = max(1, int(jobs)), int(cores or os.cpu_count() or 1)
         self.runnable, self.status = registry.table_status(table, preset)
         self.data = None
         self.teachers = {}  # teacher config -> its Train experiment (seed 0, the preset's TEACHER_EPOCHS)
@@ -108,8 +109,12 @@ class TablePlan:
         cfg = registry.teacher_config(self.table, self.preset, row)
         if cfg not in self.teachers:
             self.teachers[cfg] = Train(self.cache_root, f"teacher_{cfg.stem}", cfg, 0, self.preset["TEACHER_EPOCHS"],
-                                       self.data, self.device)
+                                       self.data, self.device, **self.training_threads(exclusive=True))
         return self.teachers[cfg]
+
+    def training_threads(self, exclusive):
+        """``threads`` and ``exclusive`` of a training, from the plan alone (see :func:`training_threads`)."""
+        return {"threads": training_threads(exclusive, self.jobs, self.cores), "exclusive": exclusive}
 
     def build(self):
         """All experiments (after :meth:`build_data` has produced the data)."""
@@ -126,13 +131,16 @@ class TablePlan:
                 else:
                     cfg = kd_cfg or model_cfg
                     exps["accuracy"] = [Train(self.cache_root, cfg.stem, cfg, s, p["EPOCHS"], self.data, self.device,
-                                              teacher=teacher if kd_cfg else None) for s in self.seeds]
+                                              teacher=teacher if kd_cfg else None,
+                                              **self.training_threads(exclusive=False)) for s in self.seeds]
             if "complexity" in t["MEASURES"]:
                 exps["complexity"] = Complexity(self.cache_root, model_cfg.stem, model_cfg, frame)
             if "training_cost" in t["MEASURES"]:
                 cfg = kd_cfg or model_cfg
+                # its epoch time is a measurement: it runs alone, with every core
                 exps["epoch"] = Train(self.cache_root, f"{cfg.stem}_1epoch", cfg, 0, 1, self.data, self.device,
-                                      teacher=teacher if kd_cfg else None, extra_args=["--no_eval"])
+                                      teacher=teacher if kd_cfg else None, extra_args=["--no_eval"],
+                                      **self.training_threads(exclusive=True))
             self.row_exps[r["NAME"]] = exps
         if "latency" in t["MEASURES"] and rows:
             cfgs = list(dict.fromkeys(registry.config_paths(t, r, p)[0] for r in rows))
@@ -171,39 +179,74 @@ def threads_per_job(jobs, cores=None):
     return max(1, cores // max(1, jobs))
 
 
-def schedule_trainings(trainings, jobs, start, done, share=None):
-    """Run ``Train`` experiments, at most ``jobs`` at once, each after the teacher it distils from.
+def training_threads(exclusive, jobs, cores=None):
+    """The CPU threads of one training, a function of the plan only (never of what else happens to be
+    running when it starts, so two runs of one seed compute alike): an ``exclusive`` training (a
+    teacher, or one whose epoch time is measured) runs alone with every core; every other training
+    shares the cores with up to ``jobs - 1`` others: ``cores // jobs``."""
+    cores = cores or os.cpu_count() or 1
+    return cores if exclusive else threads_per_job(jobs, cores)
 
-    ``start(e)`` is called before a training is submitted, ``done(e)`` after it finished.
-    ``share(e, n)``, when given, is called just before ``start(e)`` with ``n``, the number of
-    trainings that will then be running, ``e`` included (a training that starts alone, like a
-    teacher its students wait for, can have every core). Failed trainings raise their
-    :class:`ExperimentError` once the running ones have finished; the rest are not started.
-    Returns when every training has run.
+
+class PoolRunner:
+    """Runs trainings in a thread pool (each training is a child process); what the scheduler uses
+    unless a test injects its own runner with the same two methods."""
+
+    def __init__(self, jobs):
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs))
+
+    def submit(self, e):
+        return self.pool.submit(e.run, _log)
+
+    def wait(self, futures):
+        """Block until at least one of ``futures`` has finished; return the finished ones."""
+        finished, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED)
+        return finished
+
+    def close(self):
+        self.pool.shutdown(wait=True)
+
+
+def schedule_trainings(trainings, jobs, start, done, runner=None):
+    """Run ``Train`` experiments: first the ``exclusive`` ones, one at a time and alone (teachers come
+    first in plan order), then the others, at most ``jobs`` at once, each after the teacher it distils
+    from. The thread count of each was fixed when the plan was built (:func:`training_threads`); the
+    order in which trainings finish changes when they start, never how they compute.
+
+    ``start(e)`` is called before a training is submitted, ``done(e)`` after it finished. ``runner``
+    (default :class:`PoolRunner`) has ``submit(e) -> future`` and ``wait(futures) -> finished
+    futures``. Failed trainings raise their :class:`ExperimentError` once the running ones have
+    finished; the rest are not started. Returns when every training has run.
     """
-    pending = list(trainings)
-    ran = {e.dir for e in pending if e.cached()}
-    pending = [e for e in pending if e.dir not in ran]
-    for e in [e for e in trainings if e.dir in ran]:
-        done(e)
+    ran = {e.dir for e in trainings if e.cached()}
+    for e in trainings:
+        if e.dir in ran:
+            done(e)
+    pending = sorted((e for e in trainings if e.dir not in ran), key=lambda e: not getattr(e, "exclusive", False))
     errors = []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    own = runner is None
+    runner = PoolRunner(jobs) if own else runner
+    try:
         running = {}
         while pending or running:
             if not errors:
-                ready = [e for e in pending if e.teacher is None or e.teacher.dir in ran]
-                batch = ready[:max(0, jobs - len(running))]
-                n_at_once = len(running) + len(batch)
-                for e in batch:
+                for e in list(pending):
+                    if any(getattr(r, "exclusive", False) for r in running.values()):
+                        break
+                    if e.teacher is not None and e.teacher.dir not in ran:
+                        continue  # waits for its teacher
+                    if getattr(e, "exclusive", False) and running:
+                        break  # starts alone, once the running ones have finished
+                    if len(running) >= max(1, jobs):
+                        break
                     pending.remove(e)
-                    if share is not None:
-                        share(e, n_at_once)
                     start(e)
-                    running[pool.submit(e.run, _log)] = e
+                    running[runner.submit(e)] = e
+                    if getattr(e, "exclusive", False):
+                        break
             if not running:
                 break
-            finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
-            for f in finished:
+            for f in runner.wait(list(running)):
                 e = running.pop(f)
                 try:
                     f.result()
@@ -212,28 +255,28 @@ def schedule_trainings(trainings, jobs, start, done, share=None):
                     continue
                 ran.add(e.dir)
                 done(e)
+    finally:
+        if own:
+            runner.close()
     if errors:
         raise errors[0]
     if pending:
         raise ExperimentError(f"{pending[0]} waits for a teacher that is not part of the plan: {pending[0].teacher}")
 
 
-def run_plan(plan, jobs=1):
-    """Run what is not cached. Trainings run ``jobs`` at a time (on CPU each gets ``threads_per_job``
-    of the trainings running when it starts: one that starts alone gets every core); the other
-    experiments (complexity, latency, KD overhead) run afterwards, one at a time and alone, so that
-    no timing is taken while a training shares the machine."""
+def run_plan(plan, jobs=None):
+    """Run what is not cached. Trainings: exclusive ones (teachers, timed epochs) alone with every
+    core, then the rest ``jobs`` at a time (default: the plan's) with ``cores // jobs`` threads each,
+    as fixed in the plan; the other experiments (complexity, latency, KD overhead) run afterwards, one
+    at a time and alone, so that no timing is taken while a training shares the machine."""
+    jobs = plan.jobs if jobs is None else jobs
     exps = plan.experiments()
     cached = sum(e.cached() for e in exps)
     _log(f"{plan.table['ID']} ({plan.preset_name}): {len(plan.runnable)}/{len(plan.table['ROWS'])} rows runnable, "
          f"{len(exps)} experiments, {cached} cached, {len(exps) - cached} to run; cache {_rel(plan.cache_root)}; "
-         f"{jobs} training job(s) at a time")
+         f"{jobs} training job(s) at a time on {plan.cores} cores")
     trainings = [e for e in exps if isinstance(e, Train)]
     others = [e for e in exps if not isinstance(e, Train)]
-    share = None
-    if jobs > 1 and plan.device == "cpu":
-        def share(e, n_at_once):
-            e.threads = threads_per_job(n_at_once)
 
     with tqdm.tqdm(total=len(exps), desc=plan.table["ID"], dynamic_ncols=True) as bar:
         active = set()
@@ -241,14 +284,14 @@ def run_plan(plan, jobs=1):
         def start(e):
             active.add(e.label)
             bar.set_postfix_str(f"running: {', '.join(sorted(active))}")
-            _log(f"running {e} -> {_rel(e.dir)}")
+            _log(f"running {e} with {e.threads} thread(s){' alone' if e.exclusive else ''} -> {_rel(e.dir)}")
 
         def done(e):
             active.discard(e.label)
             bar.set_postfix_str(f"running: {', '.join(sorted(active))}" if active else f"done: {e.label}")
             bar.update()
 
-        schedule_trainings(trainings, jobs, start, done, share=share)
+        schedule_trainings(trainings, jobs, start, done)
         for e in others:
             state = "cached" if e.cached() else "running"
             bar.set_postfix_str(f"{state}: {e.kind} {e.label}")
@@ -256,6 +299,11 @@ def run_plan(plan, jobs=1):
                 _log(f"running {e} -> {_rel(e.dir)}")
             e.run(log=_log)
             bar.update()
+
+
+def _how_trained(results):
+    """``precision`` and ``threads`` of training results, for the CSV (a run older than their recording: empty)."""
+    return {"precision": [res.get("precision") for res in results], "threads": [res.get("threads") for res in results]}
 
 
 def table_cells(plan):
@@ -272,11 +320,12 @@ def table_cells(plan):
     for r in t["ROWS"]:
         exps = plan.row_exps.get(r["NAME"], {})
         for metric in row_metrics(t, r):
-            values, source = None, None
+            values, source, how = None, None, {}
             if exps and is_accuracy_metric(metric) and exps.get("accuracy"):
                 results = [e.result() for e in exps["accuracy"]]
                 values = [accuracy_value(res["metrics"], metric) for res in results]
                 source = [res["run_dir"] for res in results]
+                how = _how_trained(results)
             elif exps and metric in ("gflops", "params_m") and exps.get("complexity"):
                 res = exps["complexity"].result()
                 values, source = [res["gmacs"] if metric == "gflops" else res["params_m"]], res["source"]
@@ -298,12 +347,12 @@ def table_cells(plan):
                 source = ko_res["source"]
             elif exps and metric == "epoch_s" and exps.get("epoch"):
                 res = exps["epoch"].result()
-                values, source = [res["epochs"][0]["seconds"]], res["run_dir"]
+                values, source, how = [res["epochs"][0]["seconds"]], res["run_dir"], _how_trained([res])
             if values:
                 mean, std = mean_std([float(v) for v in values])
                 lines.append(cell(t["ID"], r["NAME"], metric, paper=r["PAPER"].get(metric), measured=mean,
                                   measured_std=std, n_seeds=len(values), dataset=note, device=plan.device,
-                                  source=source, **common))
+                                  source=source, **how, **common))
             else:
                 lines.append(cell(t["ID"], r["NAME"], metric, paper=r["PAPER"].get(metric), **common))
     return lines
@@ -328,7 +377,7 @@ def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu",
     if jobs < 1:
         raise SystemExit("--jobs must be >= 1")
     out = Path(out) if out else REPO_ROOT / "output" / "benchmark" / preset_name
-    plan = TablePlan(tables[table_id], preset_name, preset, range(n), device, cache_root or DEFAULT_CACHE)
+    plan = TablePlan(tables[table_id], preset_name, preset, range(n), device, cache_root or DEFAULT_CACHE, jobs=jobs)
     if not plan.runnable:
         waits = sorted({m for ms in plan.status.values() for m in ms})
         raise SystemExit(f"{table_id} is not runnable yet; it waits for: {', '.join(waits)}")
@@ -339,7 +388,7 @@ def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu",
                 _log(f"data: {data} -> {_rel(data.dir)}")
             data.run(log=_log)
         plan.build()
-        run_plan(plan, jobs)
+        run_plan(plan)
     except ExperimentError as err:
         raise SystemExit(f"[benchmark] {err}") from None
     lines = table_cells(plan)

@@ -1,17 +1,19 @@
 """The comparison CSV of a benchmark table: one line per (row, metric), the paper's figure beside ours.
 
 Columns (:data:`FIELDS`): ``table,row,metric,paper,measured,measured_std,n_seeds,unit,dataset,preset,
-device,source``. ``paper`` is the paper's figure (an input, empty when the paper gives none, never
+device,precision,threads,source``. ``paper`` is the paper's figure (an input, empty when the paper gives none, never
 zero); ``measured`` is what this run measured, ``measured_std`` its sample standard deviation over
 ``n_seeds`` seeds (empty for one seed); ``source`` is the run directory (several joined by ``;``) that
-produced the measured value. :func:`cell` refuses a measured value without a source, so no number
+produced the measured value. ``precision`` (``fp32`` / ``bf16``) and ``threads`` say how the
+trainings behind a value computed (several distinct values joined by ``;``; empty for measurements
+that are not trainings). :func:`cell` refuses a measured value without a source, so no number
 can reach the CSV that a run did not produce.
 """
 from benchmark.csv_io import write_rows
 from benchmark.metrics import metric_unit
 
 FIELDS = ["table", "row", "metric", "paper", "measured", "measured_std", "n_seeds", "unit", "dataset", "preset",
-          "device", "source"]
+          "device", "precision", "threads", "source"]
 
 
 class MissingSourceError(ValueError):
@@ -24,8 +26,15 @@ def _num(value, digits=4):
     return round(float(value), digits)
 
 
+def _joined(values):
+    """``"bf16"`` / ``"1"`` for one value, ``"bf16;fp32"`` when the runs differ, ``""`` when unknown."""
+    if isinstance(values, (list, tuple)):
+        return ";".join(dict.fromkeys(str(v) for v in values if v is not None and v != ""))
+    return "" if values is None else str(values)
+
+
 def cell(table, row, metric, *, paper=None, measured=None, measured_std=None, n_seeds=None, dataset="", preset="",
-         device="", source=None):
+         device="", precision=None, threads=None, source=None):
     """One CSV line as a dict; ``measured`` needs ``source`` (a path or a list of paths)."""
     if isinstance(source, (list, tuple)):
         source = ";".join(str(s) for s in source if s)
@@ -38,7 +47,8 @@ def cell(table, row, metric, *, paper=None, measured=None, measured_std=None, n_
         "table": table, "row": row, "metric": metric, "paper": _num(paper), "measured": _num(measured),
         "measured_std": _num(measured_std) if has_measure else "", "n_seeds": n_seeds if has_measure else "",
         "unit": metric_unit(metric), "dataset": dataset if has_measure else "", "preset": preset,
-        "device": device if has_measure else "", "source": source if has_measure else "",
+        "device": device if has_measure else "", "precision": _joined(precision) if has_measure else "",
+        "threads": _joined(threads) if has_measure else "", "source": source if has_measure else "",
     }
 
 

@@ -1,6 +1,7 @@
 """The benchmark harness end to end on the smoke preset: a two-row table, trained, cached, resumed."""
 import csv
 import json
+import os
 import subprocess
 
 import pytest
@@ -43,6 +44,10 @@ def test_smoke_run_fills_every_cell_caches_and_resumes(tmp_path, monkeypatch):
         for src in r["source"].split(";"):
             assert (REPO_ROOT / src).exists(), src  # relative to the repository, or absolute outside it
         assert r["dataset"].startswith("EMBEDDED SYNTHETIC") and r["preset"] == "smoke" and r["n_seeds"] == "1"
+        if r["metric"] in ("bev_map", "3d_map"):  # how the training computed: recorded by the run itself
+            assert r["precision"] in ("fp32", "bf16") and r["threads"] == str(os.cpu_count()), r
+        else:
+            assert r["precision"] == "" and r["threads"] == ""
     paper = {(r["row"], r["metric"]): r["paper"] for r in rows}
     assert paper["teacher", "gflops"] == "34.3" and paper["teacher", "params_m"] == ""  # empty, not zero
     # the student distilled from the teacher run the teacher row reports (one teacher run)

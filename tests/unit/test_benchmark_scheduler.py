@@ -1,7 +1,13 @@
-"""The harness's parallel training scheduler: at most ``jobs`` at once, a student only after its
-teacher, a failure stops new starts and is raised (no training runs here: fake experiments)."""
-import threading
-import time
+"""The harness's training scheduler and thread assignment, with no training and no timing.
+
+Fake experiments run through an injected runner whose ``wait`` finishes the running trainings in a
+scripted order, so every interleaving is reproduced exactly (no sleeps, no threads). What is
+checked: exclusive trainings (teachers) run alone and first, at most ``jobs`` others at once, a
+student only after its teacher, a failure stops new starts, and the thread count of every training
+is fixed by the plan whatever the completion order.
+"""
+import concurrent.futures
+import itertools
 
 import pytest
 
@@ -10,71 +16,113 @@ from benchmark.experiments import ExperimentError
 
 
 class FakeTrain:
-    def __init__(self, name, teacher=None, fail=False, cached=False):
+    def __init__(self, name, teacher=None, fail=False, cached=False, exclusive=False, threads=None):
         self.label, self.dir, self.teacher, self.fail, self._cached = name, name, teacher, fail, cached
+        self.exclusive, self.threads = exclusive, threads
 
     def cached(self):
         return self._cached
 
-    def run(self, log):
-        with LOCK:
-            STATE["running"] += 1
-            STATE["peak"] = max(STATE["peak"], STATE["running"])
-            STATE["started"].append(self.label)
-            STATE["events"].append(("start", self.label))
-        time.sleep(0.05)
-        with LOCK:
-            STATE["running"] -= 1
-            STATE["finished"].append(self.label)
-            STATE["events"].append(("end", self.label))
-        if self.fail:
-            raise ExperimentError(f"{self.label} failed")
-        return {}
+
+class ScriptedRunner:
+    """``submit`` records a start; ``wait`` finishes one running training, chosen by ``pick``
+    (a function of the running labels in start order), and records everything in ``events``."""
+
+    def __init__(self, pick=lambda running: running[0]):
+        self.pick, self.events, self.running, self.peak = pick, [], [], 0
+
+    def submit(self, e):
+        f = concurrent.futures.Future()
+        f.exp = e
+        self.running.append(f)
+        self.events.append(("start", e.label, tuple(r.exp.label for r in self.running)))
+        self.peak = max(self.peak, len(self.running))
+        return f
+
+    def wait(self, futures):
+        assert set(futures) == set(self.running)
+        label = self.pick([f.exp.label for f in self.running])
+        f = next(x for x in self.running if x.exp.label == label)
+        self.running.remove(f)
+        self.events.append(("end", label))
+        if f.exp.fail:
+            f.set_exception(ExperimentError(f"{label} failed"))
+        else:
+            f.set_result({})
+        return [f]
+
+    def started(self):
+        return [ev[1] for ev in self.events if ev[0] == "start"]
+
+    def beside(self, label):
+        """The trainings running when ``label`` started (itself included)."""
+        return next(ev[2] for ev in self.events if ev[0] == "start" and ev[1] == label)
 
 
-LOCK = threading.Lock()
-STATE = {}
-
-
-@pytest.fixture(autouse=True)
-def _state():
-    STATE.update(running=0, peak=0, started=[], finished=[], events=[])
-
-
-def _run(trainings, jobs):
+def _run(trainings, jobs, runner):
     done = []
-    harness.schedule_trainings(trainings, jobs, start=lambda e: None, done=lambda e: done.append(e.label))
+    harness.schedule_trainings(trainings, jobs, start=lambda e: None, done=lambda e: done.append(e.label),
+                               runner=runner)
     return done
 
 
+def _plan():
+    teacher = FakeTrain("teacher", exclusive=True)
+    return [teacher, FakeTrain("nokd0"), FakeTrain("nokd1"), FakeTrain("kd0", teacher), FakeTrain("kd1", teacher),
+            FakeTrain("kd2", teacher)]
+
+
 def test_students_wait_for_their_teacher_and_jobs_bound_concurrency():
-    teacher = FakeTrain("teacher")
-    exps = [teacher, FakeTrain("nokd0"), FakeTrain("nokd1"), FakeTrain("kd0", teacher), FakeTrain("kd1", teacher)]
-    done = _run(exps, jobs=2)
-    assert sorted(done) == sorted(e.label for e in exps)
-    assert STATE["peak"] == 2
-    ev = STATE["events"]
-    for kd in ("kd0", "kd1"):
-        assert ev.index(("start", kd)) > ev.index(("end", "teacher"))
+    runner = ScriptedRunner()
+    done = _run(_plan(), 2, runner)
+    assert sorted(done) == sorted(e.label for e in _plan())
+    assert runner.peak == 2
+    assert runner.started()[0] == "teacher" and runner.beside("teacher") == ("teacher",)  # alone, first
+    ev = runner.events
+    for kd in ("kd0", "kd1", "kd2"):
+        assert ev.index(next(x for x in ev if x[:2] == ("start", kd))) > ev.index(("end", "teacher"))
+
+
+@pytest.mark.parametrize("order", ["fifo", "lifo"])
+def test_exclusive_trainings_never_share_the_machine(order):
+    teacher = FakeTrain("teacher", exclusive=True)
+    timed = FakeTrain("kd_1epoch", teacher, exclusive=True)
+    exps = [teacher, FakeTrain("nokd0"), FakeTrain("kd0", teacher), timed, FakeTrain("nokd1")]
+    runner = ScriptedRunner(pick=(lambda r: r[0]) if order == "fifo" else (lambda r: r[-1]))
+    _run(exps, 2, runner)
+    assert runner.started()[:2] == ["teacher", "kd_1epoch"]  # exclusive ones first, in plan order
+    assert runner.beside("teacher") == ("teacher",) and runner.beside("kd_1epoch") == ("kd_1epoch",)
+    assert runner.peak == 2
 
 
 def test_one_job_runs_in_order():
     exps = [FakeTrain(f"r{i}") for i in range(4)]
-    assert _run(exps, jobs=1) == ["r0", "r1", "r2", "r3"] and STATE["peak"] == 1
+    runner = ScriptedRunner()
+    assert _run(exps, 1, runner) == ["r0", "r1", "r2", "r3"] and runner.peak == 1
 
 
 def test_cached_teacher_releases_students_and_is_reported_done():
-    teacher = FakeTrain("teacher", cached=True)
-    done = _run([teacher, FakeTrain("kd", teacher)], jobs=2)
-    assert done == ["teacher", "kd"] and STATE["started"] == ["kd"]
+    teacher = FakeTrain("teacher", cached=True, exclusive=True)
+    runner = ScriptedRunner()
+    done = _run([teacher, FakeTrain("kd", teacher)], 2, runner)
+    assert done == ["teacher", "kd"] and runner.started() == ["kd"]
 
 
 def test_failure_stops_new_starts_and_raises():
-    teacher = FakeTrain("teacher", fail=True)
-    exps = [teacher, FakeTrain("kd0", teacher), FakeTrain("kd1", teacher)]
+    teacher = FakeTrain("teacher", fail=True, exclusive=True)
+    exps = [teacher, FakeTrain("nokd0"), FakeTrain("kd0", teacher), FakeTrain("kd1", teacher)]
+    runner = ScriptedRunner()
     with pytest.raises(ExperimentError, match="teacher failed"):
-        _run(exps, jobs=2)
-    assert "kd0" not in STATE["started"] and "kd1" not in STATE["started"]
+        _run(exps, 2, runner)
+    assert runner.started() == ["teacher"]
+
+
+def test_failure_lets_the_running_ones_finish():
+    exps = [FakeTrain("a", fail=True), FakeTrain("b"), FakeTrain("c")]
+    runner = ScriptedRunner()
+    with pytest.raises(ExperimentError, match="a failed"):
+        _run(exps, 2, runner)
+    assert runner.started() == ["a", "b"] and ("end", "b") in runner.events
 
 
 def test_threads_per_job_shares_the_cores():
@@ -84,11 +132,51 @@ def test_threads_per_job_shares_the_cores():
     assert harness.threads_per_job(2, cores=16) == 8
 
 
-def test_share_counts_the_trainings_running_at_once():
-    """A teacher its students wait for starts alone (every core); then two at a time."""
-    teacher = FakeTrain("teacher")
-    exps = [teacher, FakeTrain("kd0", teacher), FakeTrain("kd1", teacher), FakeTrain("kd2", teacher)]
-    shares = {}
-    harness.schedule_trainings(exps, 2, start=lambda e: None, done=lambda e: None,
-                               share=lambda e, n: shares.__setitem__(e.label, harness.threads_per_job(n, cores=2)))
-    assert shares == {"teacher": 2, "kd0": 1, "kd1": 1, "kd2": 1}
+def test_training_threads_is_a_function_of_the_plan():
+    assert harness.training_threads(True, 2, cores=2) == 2  # exclusive: every core
+    assert harness.training_threads(False, 2, cores=2) == 1
+    assert harness.training_threads(False, 1, cores=2) == 2
+    assert harness.training_threads(False, 3, cores=16) == 5
+
+
+def test_thread_counts_do_not_depend_on_completion_order():
+    """The old race: ``kd2`` got 2 threads when ``kd0`` and ``kd1`` happened to finish before it
+    started. Threads now come from the plan; every completion order starts the same trainings with
+    the same counts, and no training ever runs beside more than ``jobs - 1`` others."""
+    seen = set()
+    for perm in itertools.permutations(range(6)):
+        rank = {name: k for k, name in zip(perm, ["teacher", "nokd0", "nokd1", "kd0", "kd1", "kd2"])}
+        exps = _plan()
+        for e in exps:
+            e.threads = harness.training_threads(e.exclusive, 2, cores=2)
+        runner = ScriptedRunner(pick=lambda running: min(running, key=rank.__getitem__))
+        _run(exps, 2, runner)
+        assert runner.peak <= 2
+        seen.add(tuple(sorted((e.label, e.threads) for e in exps)))
+    assert seen == {(("kd0", 1), ("kd1", 1), ("kd2", 1), ("nokd0", 1), ("nokd1", 1), ("teacher", 2))}
+
+
+def test_plan_fixes_threads_in_each_training_spec(tmp_path, monkeypatch):
+    """Real tables' plans under ``mini`` (pd_t5: a teacher and seeded students; pd_app_d2: timed
+    epochs): the teacher and the timed epochs are exclusive with every core, the other trainings get
+    ``cores // jobs``; the count is in the hashed spec, so another ``--jobs`` is another experiment."""
+    from benchmark import registry
+    from benchmark.experiments import SyntheticData, Train
+
+    monkeypatch.setattr(SyntheticData, "first_val_frame", lambda self: tmp_path / "000000.bin")
+    tables, preset = registry.load_tables(), registry.load_presets()["mini"]
+
+    def trainings(table_id, jobs):
+        plan = harness.TablePlan(tables[table_id], "mini", preset, range(2), "cpu", tmp_path, jobs=jobs, cores=2)
+        plan.build_data()
+        return [e for e in plan.build().experiments() if isinstance(e, Train)]
+
+    t5, d2 = trainings("pd_t5", 2), trainings("pd_app_d2", 2)
+    assert t5[0].label.startswith("teacher_") and t5[0].exclusive and t5[0].threads == 2
+    students = [e for e in t5 if not e.exclusive]
+    assert len(students) == 8 and all(e.threads == 1 and e.spec["threads"] == 1 for e in students)
+    timed = [e for e in d2 if e.label.endswith("_1epoch")]
+    assert len(timed) == 3 and all(e.exclusive and e.threads == 2 for e in timed)
+    one = {(e.label, e.seed): e for e in trainings("pd_t5", 1)}
+    for e in t5:  # exclusive ones are the same experiment for any --jobs, the others are not
+        assert (e.hash == one[(e.label, e.seed)].hash) == e.exclusive
