@@ -6,6 +6,15 @@
     python tools/test.py --cfg_file CFG --ckpt CKPT --data_path READ_ONLY/kitti --infos_dir DIR
         (info pickles written by ``create_kitti_infos --save_path DIR``: the dataset stays untouched)
 
+A KD config (``kd_cfgs/...``) evaluates its student: the network built is the config's ``MODEL``
+alone (no teacher is built or loaded) and the student's weights are read from the KD training
+checkpoints (``checkpoint_epoch_N.pth``, ``student.*`` keys) or from the exported
+``student_epoch_N.pth``; the student's own config takes either as well::
+
+    python tools/test.py --cfg_file kd_cfgs/synthetic/pointpillar_4x_pointdistiller.yaml --ckpt RUN/ckpt/checkpoint_epoch_1.pth
+    python tools/test.py --cfg_file kd_cfgs/synthetic/pointpillar_4x_pointdistiller.yaml --eval_all --ckpt_dir RUN/ckpt
+    python tools/test.py --cfg_file tools/cfgs/synthetic_models/pointpillar_4x.yaml --ckpt RUN/ckpt/student_epoch_1.pth
+
 Outputs under ``output/<cfg path without extension>/<extra_tag>/eval/epoch_<N>/<split>/``.
 """
 import argparse
@@ -16,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pcdet.datasets import build_dataloader  # noqa: E402
+from pcdet.kd.wrapper import load_student_weights  # noqa: E402
 from pcdet.models import build_network  # noqa: E402
 from pcdet.train_utils import experiment  # noqa: E402
 from pcdet.train_utils.eval_utils import eval_one_epoch  # noqa: E402
@@ -60,7 +70,9 @@ def main(argv=None):
     test_set, test_loader, _ = build_dataloader(
         cfg.DATA_CONFIG, cfg.CLASS_NAMES, batch_size, False, workers=args.workers, logger=logger, training=False
     )
-    model = build_network(cfg.MODEL, len(cfg.CLASS_NAMES), test_set)
+    if "KD" in cfg:
+        logger.info(f"{args.cfg_file} is a KD config: evaluating its student (MODEL); the teacher is not built")
+    model = build_network(cfg.MODEL, len(cfg.CLASS_NAMES), test_set)  # the student alone for a KD config
     model.to(device)
     if args.eval_all:
         ckpt_dir = Path(args.ckpt_dir) if args.ckpt_dir else out_dir / "ckpt"
@@ -71,7 +83,7 @@ def main(argv=None):
         ckpts = [Path(args.ckpt)]
     results = {}
     for ckpt in ckpts:
-        model.load_params_from_file(str(ckpt), logger=logger)
+        load_student_weights(model, str(ckpt), logger=logger)
         eval_dir = out_dir / "eval" / f"epoch_{_epoch_of(ckpt)}" / cfg.DATA_CONFIG.DATA_SPLIT["test"]
         results[str(ckpt)] = eval_one_epoch(
             model, test_loader, eval_dir, device, logger=logger, progress=not args.no_progress,

@@ -1,7 +1,8 @@
 """DistillationWrapper: one model that owns the student, a frozen teacher and the KD methods.
 
 Owns :class:`DistillationWrapper`, :func:`build_kd_network` (what ``pcdet.models.build_network``
-returns for a config with a ``KD`` section), :func:`load_teacher_weights` and the errors
+returns for a config with a ``KD`` section), :func:`load_teacher_weights`, :func:`load_student_weights`
+(the student out of any checkpoint, for evaluation) and the errors
 :class:`TeacherCheckpointError` / :class:`TeacherInputError`.
 
 Training (``wrapper.train()``): ``forward(batch_dict)`` runs the teacher once (eval mode, no
@@ -129,7 +130,7 @@ class DistillationWrapper(nn.Module):
             raise FileNotFoundError(f"checkpoint not found: {filename}")
         ckpt = torch.load(filename, map_location="cpu", weights_only=False)
         state = ckpt.get("model_state", ckpt)
-        if any(k.startswith("student.") for k in state):
+        if is_wrapper_state(state):
             check_state_dict_compatible(self.state_dict(), state, filename, strict=strict)
             self.load_state_dict(state, strict=strict)
         else:
@@ -199,6 +200,46 @@ class DistillationWrapper(nn.Module):
         tb_dict["loss_kd"] = float(kd_total.detach())
         disp_dict["loss_kd"] = f"{float(kd_total.detach()):.4f}"
         return {"loss": task + kd_total}, tb_dict, disp_dict
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+STUDENT_PREFIX = "student."
+
+
+def is_wrapper_state(state):
+    """Is ``state`` a :class:`DistillationWrapper` state dict (``student.*`` / ``kd_methods.*`` keys)?"""
+    return any(k.startswith(STUDENT_PREFIX) for k in state)
+
+
+def student_state_dict(state):
+    """The student's own tensors of a checkpoint's state dict: from a wrapper training checkpoint its
+    ``student.*`` keys with the prefix removed (the ``kd_methods.*`` adapters are left out); any other
+    state dict (an exported ``student_epoch_N.pth``, a plain model checkpoint) unchanged."""
+    if not is_wrapper_state(state):
+        return state
+    n = len(STUDENT_PREFIX)
+    return {k[n:]: v for k, v in state.items() if k.startswith(STUDENT_PREFIX)}
+
+
+def load_student_weights(model, filename, logger=None):
+    """Load the weights to evaluate into ``model`` (a bare detector): a plain or exported student
+    checkpoint, or the student inside a KD training checkpoint. What ``tools/test.py`` uses, so a KD
+    config and its training checkpoints evaluate the student without building the teacher. The
+    strict shape/key check names the first key that does not fit."""
+    if not os.path.isfile(filename):
+        raise FileNotFoundError(f"checkpoint not found: {filename}")
+    ckpt = torch.load(filename, map_location="cpu", weights_only=False)
+    state = ckpt.get("model_state", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointMismatchError(f"{filename}: not a checkpoint (expected a state dict or {{'model_state': ...}})")
+    wrapper = is_wrapper_state(state)
+    state = student_state_dict(state)
+    check_state_dict_compatible(model.state_dict(), state, filename + (" (its student.* tensors)" if wrapper else ""))
+    model.load_state_dict(state, strict=True)
+    if logger is not None:
+        what = "the student of the KD checkpoint" if wrapper else "checkpoint"
+        logger.info(f"loaded {len(state)} tensors ({what}) from {filename}")
+    return ckpt
 
 
 # ---------------------------------------------------------------------------------- building
@@ -299,5 +340,5 @@ def build_kd_network(model_cfg, num_class, dataset, kd_cfg):
                                teacher_loaded=bool(ckpt))
 
 
-__all__ = ["DistillationWrapper", "build_kd_network", "load_teacher_weights", "TeacherCheckpointError",
-           "TeacherInputError", "CheckpointMismatchError"]
+__all__ = ["DistillationWrapper", "build_kd_network", "load_teacher_weights", "load_student_weights",
+           "student_state_dict", "TeacherCheckpointError", "TeacherInputError", "CheckpointMismatchError"]

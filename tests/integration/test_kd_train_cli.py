@@ -54,3 +54,48 @@ def test_kd_train_cli_from_any_directory(kitti_kd_setup, where):
     student = torch.load(run / "student_epoch_1.pth", weights_only=False)["model_state"]
     assert any("adapter" in k or "kd_methods" in k for k in full)  # adapters are trained and saved
     assert not any("adapter" in k or "kd_methods" in k or "teacher" in k for k in student)
+
+
+def _test_py(args, cwd):
+    cmd = [sys.executable, str(REPO_ROOT / "tools" / "test.py"), "--workers", "0", "--no_progress", *args]
+    proc = subprocess.run(cmd, cwd=cwd, env=dict(os.environ, OMP_NUM_THREADS="2"), capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def test_test_py_evaluates_the_student_of_a_kd_run(kitti_kd_setup):
+    """``tools/test.py`` on a KD run: the KD config with its training checkpoint (``--ckpt``) and
+    with ``--eval_all --ckpt_dir``, and the student config with the exported student checkpoint,
+    all evaluate the same student to the same metrics."""
+    real, infos, ckpt, tmp = kitti_kd_setup
+    out = tmp / "out_eval"
+    cmd = [sys.executable, str(REPO_ROOT / "tools" / "train.py"), "--cfg_file", KD_REL, "--teacher_ckpt", str(ckpt),
+           "--data_path", str(real), "--infos_dir", str(infos), "--epochs", "1", "--batch_size", "3",
+           "--workers", "0", "--no_eval", "--no_progress", "--output_root", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=dict(os.environ, OMP_NUM_THREADS="2"), capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_ckpt = out / "kd_cfgs" / "kitti" / "pointpillar_4x_pointdistiller" / "default" / "ckpt"
+    data = ["--data_path", str(real), "--infos_dir", str(infos), "--batch_size", "3", "--output_root", str(out)]
+
+    log = _test_py(["--cfg_file", KD_REL, "--ckpt", str(run_ckpt / "checkpoint_epoch_1.pth"),
+                    "--extra_tag", "kd_ckpt", *data], REPO_ROOT)
+    assert "evaluating its student" in log and "the student of the KD checkpoint" in log
+    _test_py(["--cfg_file", KD_REL, "--eval_all", "--ckpt_dir", str(run_ckpt), "--extra_tag", "kd_all", *data],
+             REPO_ROOT)
+    student_cfg = str(REPO_ROOT / "tools" / "cfgs" / "kitti_models" / "pointpillar_4x.yaml")
+    _test_py(["--cfg_file", student_cfg, "--ckpt", str(run_ckpt / "student_epoch_1.pth"), "--extra_tag", "exported",
+              *data], tmp)
+
+    def metrics(cfg_name, tag):
+        import json
+
+        path = out / cfg_name / tag / "eval" / "epoch_1" / "val" / "metrics.json"
+        return json.loads(path.read_text())
+
+    kd_name = os.path.join("kd_cfgs", "kitti", "pointpillar_4x_pointdistiller")
+    a, b = metrics(kd_name, "kd_ckpt"), metrics(kd_name, "kd_all")
+    c = metrics(os.path.join("kitti_models", "pointpillar_4x"), "exported")
+    assert a["num_frames"] == 6 and a["metrics"] == b["metrics"] == c["metrics"]
+    assert a["num_detections"] == b["num_detections"] == c["num_detections"]

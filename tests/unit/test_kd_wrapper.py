@@ -182,6 +182,33 @@ def test_training_checkpoint_round_trip(kd, tmp_path):
         assert torch.equal(v, other.state_dict()[k])
 
 
+def test_load_student_weights_takes_the_student_out_of_a_kd_training_checkpoint(kd, tmp_path):
+    """What tools/test.py does with a KD config: a bare student, weights from the wrapper checkpoint
+    (``student.*``; the ``kd_methods.*`` adapters left out) or from the exported student; a
+    checkpoint of another student config is refused, naming the key and both shapes."""
+    from pcdet.kd.wrapper import load_student_weights, student_state_dict
+
+    cfg, ds, model = kd
+    model.train()
+    model(random_batch(ds.data_processor.grid_size))
+    wrapper_ckpt = tmp_path / "checkpoint_epoch_1.pth"
+    torch.save({"model_state": model.state_dict(), "epoch": 0}, wrapper_ckpt)
+    assert any(k.startswith("kd_methods.") for k in model.state_dict())
+    assert student_state_dict(model.state_dict()).keys() == model.student.state_dict().keys()
+    for path in (wrapper_ckpt, tmp_path / "student_epoch_1.pth"):
+        if path.name.startswith("student"):
+            torch.save({"model_state": model.export_state_dict()}, path)
+        bare = build_network(cfg.MODEL, 3, fake_dataset(cfg, training=False))
+        load_student_weights(bare, str(path))
+        for k, v in model.student.state_dict().items():
+            assert torch.equal(v, bare.state_dict()[k]), (path.name, k)
+    other = load_experiment_cfg(REPO_ROOT / "tools" / "cfgs" / "kitti_models" / "pointpillar_4x.yaml",
+                                ["DATA_CONFIG.POINT_CLOUD_RANGE", SMALL_RANGE])
+    wrong = build_network(other.MODEL, 3, fake_dataset(other, training=False))
+    with pytest.raises(CheckpointMismatchError, match=r"student\.\* tensors.*shape mismatch at 'vfe"):
+        load_student_weights(wrong, str(wrapper_ckpt))
+
+
 def test_teacher_checkpoint_of_another_config_names_key_and_shapes(tmp_path):
     cfg = small_kd_cfg()
     wrong = load_experiment_cfg(REPO_ROOT / "tools" / "cfgs" / "kitti_models" / "pointpillar_4x.yaml")
