@@ -1,5 +1,6 @@
 # One-command set-up, tests and demo.
-#   make setup   create .venv and install everything (CPU build of torch + spconv by default)
+#   make setup   create .venv, install everything (CPU build of torch + spconv by default) and
+#                compile the numba kernels once (their machine code is cached for every later run)
 #   make test    setup + the test suite
 #   make demo    setup + the main job on the embedded synthetic dataset
 # GPU machines: `make setup CUDA=1` installs spconv-cu118 instead of the CPU spconv build;
@@ -29,6 +30,7 @@ $(STAMP): setup.py requirements.txt Makefile
 	$(PY) -m pip install "$(SPCONV_SPEC)"
 	$(PY) -m pip install -r requirements.txt
 	$(PY) -m pip install --no-deps -e .
+	$(PY) -m pcdet.utils.numba_warmup
 	touch $(STAMP)
 
 test: setup

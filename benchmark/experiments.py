@@ -16,8 +16,6 @@ import abc
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -202,9 +200,11 @@ class Train(Experiment):
         return ckpts[-1]
 
     def execute(self, log):
-        cmd = [sys.executable, str(REPO_ROOT / "tools" / "train.py"), "--cfg_file", str(self.cfg_file),
-               "--seed", str(self.seed), "--extra_tag", f"seed{self.seed}", "--output_root", str(self.dir),
-               "--no_progress", "--device", self.device, "--data_path", str(self.data.root), *self.extra_args]
+        from pcdet.train_utils.launcher import TrainingFailed, run_training, train_command
+
+        cmd = train_command(self.cfg_file, "--seed", self.seed, "--extra_tag", f"seed{self.seed}", "--output_root",
+                            self.dir, "--no_progress", "--device", self.device, "--data_path", self.data.root,
+                            *self.extra_args)
         if self.epochs is not None:
             cmd += ["--epochs", str(self.epochs)]
         if self.teacher is not None:
@@ -217,11 +217,10 @@ class Train(Experiment):
             env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads),
                        NUMBA_NUM_THREADS=str(self.threads))
         logfile = self.dir / "train.log"
-        with open(logfile, "a") as f:
-            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=env)
-        if proc.returncode != 0:
-            tail = "".join(logfile.read_text().splitlines(keepends=True)[-15:])
-            raise ExperimentError(f"{self} failed (exit {proc.returncode}); log {_rel(logfile)}:\n{tail}")
+        try:
+            run_training(cmd, logfile, env=env, tail_lines=15)
+        except TrainingFailed as err:
+            raise ExperimentError(f"{self}: {err}") from None
         result = {"run_dir": _rel(self.run_dir), "cfg_file": _rel(self.cfg_file), "seed": self.seed}
         if "--no_eval" not in self.extra_args:
             found = final_metrics_file(self.run_dir)

@@ -12,7 +12,12 @@
 3. measures params and GMACs (``benchmark.complexity``) and CPU latency (``benchmark.latency``) of
    the three models on a synthetic val frame, and prints one table: params, GMACs, latency, BEV and
    3D mAP (mean of the Car/Pedestrian/Cyclist moderate AP R40, as in the papers);
-4. writes ``demo_results.csv`` and ``demo_map_vs_gmacs.png`` under ``--out``.
+4. writes ``demo_results.csv``, ``demo_map_vs_gmacs.png`` and ``demo_bev.png`` (bird's-eye views
+   of the first val frames: points, ground truth and the three models' predictions side by side)
+   under ``--out``.
+
+Each training shows its progress live (epochs, iterations, loss, ETA) and keeps its output in
+``--out/logs/<model>.log``; the precision it chose (``MIXED_PRECISION: auto``) is in that log.
 
 The schedule is shortened (``--epochs``, ``--frames``) so the whole job fits in minutes on a
 laptop CPU; the accuracies are therefore those of briefly trained models. Every figure printed was
@@ -20,7 +25,6 @@ measured by this run on the EMBEDDED SYNTHETIC dataset, not on real KITTI.
 """
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,28 +40,28 @@ TEACHER_CFG = REPO_ROOT / "tools" / "cfgs" / "synthetic_models" / "pointpillar.y
 STUDENT_CFG = REPO_ROOT / "tools" / "cfgs" / "synthetic_models" / "pointpillar_4x.yaml"
 KD_CFG = REPO_ROOT / "kd_cfgs" / "synthetic" / "pointpillar_4x_pointdistiller.yaml"
 CSV_FIELDS = ["model", "cfg_file", "params_M", "gmacs", "latency_ms", "latency_iqr_ms", "bev_map", "3d_map",
-              "train_seconds", "dataset", "run_dir"]
+              "train_seconds", "precision", "threads", "dataset", "run_dir"]
 
 
 def _log(msg):
     print(BANNER + msg, flush=True)
 
 
-def _train(cfg, out, data_dir, tag, epochs, seed, workers, logs, extra=()):
-    """Run tools/train.py in a child process (its own logger and threads); returns (run dir, seconds)."""
+def _train(cfg, out, data_dir, tag, epochs, seed, workers, logs, extra=(), live=True):
+    """Run tools/train.py in a child process (its own logger and threads), its progress bars shown
+    live and its output kept in ``logs/<tag>.log``; returns (run dir, seconds)."""
     from pcdet.train_utils.experiment import output_dir_for
+    from pcdet.train_utils.launcher import TrainingFailed, run_training, train_command
 
-    cmd = [sys.executable, str(REPO_ROOT / "tools" / "train.py"), "--cfg_file", str(cfg), "--epochs", str(epochs),
-           "--seed", str(seed), "--workers", str(workers), "--extra_tag", tag, "--output_root", str(out / "runs"),
-           "--no_progress", *extra, "--set", "DATA_CONFIG.DATA_PATH", str(data_dir)]
+    cmd = train_command(cfg, "--epochs", epochs, "--seed", seed, "--workers", workers, "--extra_tag", tag,
+                        "--output_root", out / "runs", *([] if live else ["--no_progress"]), *extra,
+                        "--set", "DATA_CONFIG.DATA_PATH", data_dir)
     log = logs / f"{tag}.log"
-    t0 = time.perf_counter()
-    with open(log, "w") as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=out)
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
-        raise SystemExit(f"{BANNER}training {cfg} failed (exit {proc.returncode}); log {log}:\n{tail}")
+    log.unlink(missing_ok=True)
+    try:
+        seconds = run_training(cmd, log, cwd=out, live=live)
+    except TrainingFailed as err:
+        raise SystemExit(f"{BANNER}training {cfg}: {err}") from None
     return output_dir_for(cfg, tag, out / "runs"), seconds
 
 
@@ -100,6 +104,8 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--latency_runs", type=int, default=10)
     p.add_argument("--skip_stats", action="store_true", help="do not print the comparison with real KITTI labels")
+    p.add_argument("--bev_frames", type=int, default=3, help="val frames in the bird's-eye-view picture")
+    p.add_argument("--no_progress", action="store_true", help="trainings without live progress bars (logs only)")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
     data_dir = out / "synthetic_kitti"
@@ -146,10 +152,15 @@ def main(argv=None):
             teacher_ckpt = runs["teacher"]["run_dir"] / "ckpt" / f"checkpoint_epoch_{args.epochs}.pth"
             extra = ("--teacher_ckpt", str(teacher_ckpt))
         _log(f"training {name} ({cfg_file.relative_to(REPO_ROOT)}), {args.epochs} epochs; log {logs / (name + '.log')}")
-        run_dir, secs = _train(cfg_file, out, data_dir, name, args.epochs, args.seed, args.workers, logs, extra)
+        run_dir, secs = _train(cfg_file, out, data_dir, name, args.epochs, args.seed, args.workers, logs, extra,
+                               live=not args.no_progress)
+        run_info = json.loads((run_dir / "train_stats.json").read_text()).get("run", {})
+        precision = run_info.get("precision", {})
         runs[name] = {"cfg_file": cfg_file, "run_dir": run_dir, "seconds": secs,
-                      "metrics": _metrics(run_dir, args.epochs)["metrics"]}
-        _log(f"  {name}: trained and evaluated in {secs:.0f} s")
+                      "metrics": _metrics(run_dir, args.epochs)["metrics"], "precision": precision.get("name", ""),
+                      "threads": run_info.get("threads", "")}
+        _log(f"  {name}: trained and evaluated in {secs:.0f} s; precision {precision.get('name')} "
+             f"({precision.get('reason')}), {run_info.get('threads')} threads")
 
     # 3. complexity, latency, accuracy ---------------------------------------------------------
     from benchmark import complexity, latency
@@ -173,7 +184,8 @@ def main(argv=None):
             "params_M": round(comp["params_M"], 4), "gmacs": round(comp["gmacs"], 3),
             "latency_ms": lat_row["median_ms"], "latency_iqr_ms": lat_row["iqr_ms"],
             "bev_map": round(moderate_map(run["metrics"], "bev"), 2), "3d_map": round(moderate_map(run["metrics"], "3d"), 2),
-            "train_seconds": round(run["seconds"], 1), "dataset": "embedded synthetic (KITTI format)",
+            "train_seconds": round(run["seconds"], 1), "precision": run["precision"], "threads": run["threads"],
+            "dataset": "embedded synthetic (KITTI format)",
             "run_dir": str(run["run_dir"].relative_to(out)),
         })
 
@@ -188,8 +200,27 @@ def main(argv=None):
     write_rows(csv_path, rows, CSV_FIELDS)
     png_path = out / "demo_map_vs_gmacs.png"
     _plot(rows, png_path)
-    _log(f"wrote {csv_path} and {png_path}; total {time.perf_counter() - t_start:.0f} s")
+    bev_path = _bev_pictures(runs, data_dir, args.epochs, out / "demo_bev.png", args.bev_frames)
+    _log(f"wrote {csv_path}, {png_path} and {bev_path}; total {time.perf_counter() - t_start:.0f} s")
     return rows
+
+
+def _bev_pictures(runs, data_dir, epochs, path, n_frames):
+    """Bird's-eye views of the first val frames: ground truth and each model's predictions side by side
+    (the ``result.pkl`` of each run's final evaluation), drawn by ``pcdet.utils.bev_plot``."""
+    from pcdet.datasets import build_dataloader
+    from pcdet.train_utils.experiment import load_experiment_cfg
+    from pcdet.utils.bev_plot import dataset_frames, load_predictions, plot_bev_grid
+
+    cfg = load_experiment_cfg(TEACHER_CFG, ["DATA_CONFIG.DATA_PATH", str(data_dir)])
+    dataset, _, _ = build_dataloader(cfg.DATA_CONFIG, cfg.CLASS_NAMES, 1, False, workers=0, training=False)
+    preds = {name: load_predictions(run["run_dir"] / "eval" / f"epoch_{epochs}" / "val" / "result.pkl")
+             for name, run in runs.items()}
+    frames = dataset_frames(dataset, count=n_frames)
+    _log(f"bird's-eye views of {len(frames)} val frames -> {path}")
+    return plot_bev_grid(frames, preds, path, list(cfg.CLASS_NAMES), cfg.DATA_CONFIG.POINT_CLOUD_RANGE,
+                         score_thresh=0.3, title=f"EMBEDDED SYNTHETIC dataset, {epochs} epochs per model: "
+                         "ground truth (dashed) and predictions (score >= 0.3)")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Outputs under ``output/<cfg path without extension>/<extra_tag>/``: ``ckpt/check
 last checkpoint under ``eval/``. Works from any current directory.
 """
 import argparse
+import contextlib
 import datetime
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 from tensorboardX import SummaryWriter  # noqa: E402
+from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
 from pcdet.config import log_config_to_file  # noqa: E402
 from pcdet.datasets import build_dataloader  # noqa: E402
@@ -118,14 +120,17 @@ def main(argv=None):
         record_run_info(out_dir / TRAIN_STATS_FILE, precision=precision.as_dict(), threads=torch.get_num_threads(),
                         device=str(device), world_size=world,
                         cpu=cpu_features() if device.type == "cpu" else None)
+    # log lines go through tqdm.write while the bars are drawn, so neither garbles the other
+    redirect = logging_redirect_tqdm(loggers=[logger]) if not args.no_progress else contextlib.nullcontext()
     try:
-        train_model(
-            train_model_obj, optimizer, train_loader, scheduler, start_epoch, epochs, start_iter, ckpt_dir,
-            seed=args.seed, device=device, grad_norm_clip=optim_cfg.get("GRAD_NORM_CLIP", 10.0), sampler=sampler,
-            tb_log=tb_log, logger=logger, rank=rank, ckpt_save_interval=args.ckpt_save_interval,
-            max_ckpt_save_num=args.max_ckpt_save_num, progress=not args.no_progress,
-            stop_after_epoch=args.stop_after_epoch, amp_dtype=precision.autocast_dtype,
-        )
+        with redirect:
+            train_model(
+                train_model_obj, optimizer, train_loader, scheduler, start_epoch, epochs, start_iter, ckpt_dir,
+                seed=args.seed, device=device, grad_norm_clip=optim_cfg.get("GRAD_NORM_CLIP", 10.0), sampler=sampler,
+                tb_log=tb_log, logger=logger, rank=rank, ckpt_save_interval=args.ckpt_save_interval,
+                max_ckpt_save_num=args.max_ckpt_save_num, progress=not args.no_progress,
+                stop_after_epoch=args.stop_after_epoch, amp_dtype=precision.autocast_dtype,
+            )
     except NonFiniteLossError as err:
         logger.error(str(err))
         raise SystemExit(2) from None

@@ -2,9 +2,12 @@
 
 ``eval_one_epoch`` runs the model in eval mode, converts predictions with the dataset's
 ``generate_prediction_dicts`` (KITTI: result files with a 16th score column), aggregates recall,
-calls ``dataset.evaluation`` and writes ``metrics.json`` beside the results.
+calls ``dataset.evaluation`` and writes ``metrics.json`` beside the results, and ``result.pkl``:
+the list of per-frame prediction annos (with ``frame_id`` and LiDAR ``boxes_lidar``), as
+OpenPCDet writes it (``tools/visualize.py`` draws it).
 """
 import json
+import pickle
 import time
 from pathlib import Path
 
@@ -45,6 +48,8 @@ def eval_one_epoch(model, dataloader, result_dir, device, logger=None, progress=
             recall[key] = recall.get(key, 0) + val
         det_annos += dataset.generate_prediction_dicts(batch, pred_dicts, class_names, output_path=final_dir)
     seconds = time.perf_counter() - t0
+    with open(result_dir / "result.pkl", "wb") as f:
+        pickle.dump(det_annos, f)
     text, metrics = dataset.evaluation(det_annos, class_names)
     gt = max(recall.get("gt", 0), 1)
     out = {

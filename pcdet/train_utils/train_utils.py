@@ -96,7 +96,7 @@ def latest_checkpoint(ckpt_dir):
 def train_one_epoch(model, optimizer, loader, scheduler, accumulated_iter, grad_norm_clip, device, epoch,
                     tb_log=None, progress=True, rank=0, last_good_ckpt=None, amp_dtype=None):
     model.train()
-    bar = tqdm.tqdm(total=len(loader), desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
+    bar = tqdm.tqdm(total=len(loader), desc=f"epoch {epoch + 1} iterations", leave=False, dynamic_ncols=True,
                     disable=not progress or rank != 0)
     for batch in loader:
         load_data_to_device(batch, device)
@@ -177,6 +177,9 @@ def train_model(model, optimizer, train_loader, scheduler, start_epoch, total_ep
     """
     accumulated_iter = start_iter
     last_ckpt = latest_checkpoint(ckpt_dir) if rank == 0 else None
+    # the whole run: epochs done, elapsed and ETA (the inner bar shows iterations, loss and lr)
+    epochs_bar = tqdm.tqdm(total=total_epochs, initial=start_epoch, desc="epochs", unit="epoch", dynamic_ncols=True,
+                           disable=not progress or rank != 0)
     for epoch in range(start_epoch, total_epochs):
         seed_epoch(seed, epoch, sampler, train_loader)
         t_epoch, iter_before = time.perf_counter(), accumulated_iter
@@ -185,6 +188,7 @@ def train_model(model, optimizer, train_loader, scheduler, start_epoch, total_ep
             tb_log=tb_log, progress=progress, rank=rank, last_good_ckpt=last_ckpt, amp_dtype=amp_dtype,
         )
         trained = epoch + 1
+        epochs_bar.update()
         if rank == 0:
             record_epoch_time(Path(ckpt_dir).parent / TRAIN_STATS_FILE, trained, time.perf_counter() - t_epoch,
                               accumulated_iter - iter_before)
@@ -203,6 +207,7 @@ def train_model(model, optimizer, train_loader, scheduler, start_epoch, total_ep
                             f"checkpoint {last_ckpt}")
         if stop_after_epoch is not None and trained >= stop_after_epoch:
             break
+    epochs_bar.close()
     return accumulated_iter
 
 

@@ -1,6 +1,5 @@
 """The benchmark harness end to end on the smoke preset: a two-row table, trained, cached, resumed."""
 import csv
-import json
 import os
 import subprocess
 

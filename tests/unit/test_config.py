@@ -1,5 +1,4 @@
 """Config system: _BASE_CONFIG_ resolution, --set overrides, key checks."""
-import os
 
 import pytest
 

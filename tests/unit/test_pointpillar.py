@@ -1,6 +1,5 @@
 """PointPillars model framework: configs build with channel counts passed along, losses backprop,
 targets are consistent with anchors, post-processing returns boxes."""
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -59,6 +59,7 @@ import numpy as np
 from numba import njit, prange
 
 from pcdet.ops.iou3d_nms.iou3d_nms_kernels import _MAX_VERTS, rect_inter_area
+from pcdet.utils.numba_warmup import announce_compile
 from pcdet.utils.object3d_kitti import LabelError, get_label_anno
 
 CLASS_NAMES = ("Car", "Pedestrian", "Cyclist")
@@ -436,6 +437,7 @@ def evaluate(gt_annos, dt_annos, current_classes=CLASS_NAMES):
     ov = np.zeros((3, n_pairs))
     ova = np.zeros((3, n_pairs))
     if n_pairs:
+        announce_compile("KITTI evaluation", _frame_overlaps, _eval_all)
         _frame_overlaps(gt["off"], dt["off"], pair_off, gt["bbox"], gt["box3d"], dt["bbox"], dt["box3d"], ov, ova)
 
     # which (class, metric) the devkit evaluates: at least one valid detection of that class
@@ -450,6 +452,7 @@ def evaluate(gt_annos, dt_annos, current_classes=CLASS_NAMES):
     det_hpx = np.trunc(np.abs(dt["bbox"][:, 1] - dt["bbox"][:, 3])) if len(dt["code"]) else np.zeros(0)
     gt_height = gt["bbox"][:, 3] - gt["bbox"][:, 1]
     max_det = int(nd.max()) if len(nd) else 0
+    announce_compile("KITTI evaluation", _frame_overlaps, _eval_all)
     if len(combos):
         prec40, aos40 = _eval_all(
             combos, gt["code"], gt["trunc"], gt["occ"], gt_height, gt["alpha"], dt["code"], det_hpx,

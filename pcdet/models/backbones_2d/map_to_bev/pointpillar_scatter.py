@@ -3,7 +3,6 @@
 Reads ``pillar_features`` (V, C) and ``voxel_coords`` (V, 4) = [b, z, y, x]; writes
 ``spatial_features`` (B, C, ny, nx) with zeros where no pillar exists.
 """
-import torch
 import torch.nn as nn
 
 from pcdet.config import check_keys
