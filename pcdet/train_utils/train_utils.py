@@ -122,7 +122,7 @@ def train_one_epoch(model, optimizer, loader, scheduler, accumulated_iter, grad_
             tb_log.add_scalar("train/grad_norm", float(grad_norm), accumulated_iter)
             for key, val in tb_dict.items():
                 tb_log.add_scalar("train/" + key, val, accumulated_iter)
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", refresh=False)  # redraws follow mininterval
         bar.update()
     bar.close()
     return accumulated_iter
