@@ -2,6 +2,7 @@
 #   make setup   create .venv, install everything (CPU build of torch + spconv by default) and
 #                compile the numba kernels once (their machine code is cached for every later run)
 #   make test    setup + the test suite
+#   make lint    setup + ruff (ruff.toml), as CI runs it before the tests
 #   make demo    setup + the main job on the embedded synthetic dataset
 # GPU machines: `make setup CUDA=1` installs spconv-cu118 instead of the CPU spconv build;
 # TORCH_SPEC chooses the torch requirement (default: torch==2.13.0).
@@ -19,7 +20,7 @@ PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed-$(CUDA)
 DEMO_DIR   ?= output/demo
 
-.PHONY: setup test demo clean
+.PHONY: setup test lint demo clean
 
 setup: $(STAMP)
 
@@ -36,8 +37,11 @@ $(STAMP): setup.py requirements.txt Makefile
 test: setup
 	$(PY) -m pytest -q tests
 
+lint: setup
+	$(PY) -m ruff check pcdet benchmark tools tests
+
 demo: setup
-	$(PY) -m pcdet.demo --out $(DEMO_DIR)
+	$(PY) -m benchmark.demo --out $(DEMO_DIR)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -55,7 +55,8 @@ def main(argv=None):
     rows = collect(args.metrics)
     print(f"{'run':55s} {'class':10s} {'kind':4s} {'easy':>7s} {'mod':>7s} {'hard':>7s}")
     for r in rows:
-        print(f"{r['run']:55s} {r['class']:10s} {r['kind']:4s} {str(r['easy']):>7s} {str(r['moderate']):>7s} {str(r['hard']):>7s}")
+        print(f"{r['run']:55s} {r['class']:10s} {r['kind']:4s} {str(r['easy']):>7s} {str(r['moderate']):>7s} "
+              f"{str(r['hard']):>7s}")
     if args.csv:
         write_rows(args.csv, rows, FIELDS)
     return rows

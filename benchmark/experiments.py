@@ -36,21 +36,15 @@ def _rel(path):
 
 def resolved_config(cfg_file):
     """The config as merged by ``load_experiment_cfg``: a plain dict (hashable as JSON)."""
+    from pcdet.config import to_plain
     from pcdet.train_utils.experiment import load_experiment_cfg
 
-    def plain(x):
-        if isinstance(x, dict):
-            return {str(k): plain(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [plain(v) for v in x]
-        return x if isinstance(x, (int, float, str, bool)) or x is None else str(x)
-
-    return plain(load_experiment_cfg(cfg_file))
+    return to_plain(load_experiment_cfg(cfg_file), unknown=str)
 
 
 def final_metrics_file(run_dir):
-    """The newest ``eval/epoch_N/val/metrics.json`` of a ``tools/train.py`` run, or None."""
-    found = sorted((Path(run_dir) / "eval").glob("epoch_*/val/metrics.json"),
+    """The newest ``eval/epoch_N/<split>/metrics.json`` of a ``tools/train.py`` run (any split name), or None."""
+    found = sorted((Path(run_dir) / "eval").glob("epoch_*/*/metrics.json"),
                    key=lambda p: int(p.parent.parent.name.split("_")[1]))
     return found[-1] if found else None
 
@@ -143,22 +137,20 @@ class SyntheticData(Experiment):
 
 
 class RealData:
-    """A real dataset named by the configs (never generated, never downloaded)."""
+    """A real dataset named by the configs (never generated, never downloaded); ``dataset_cls`` (the
+    config's dataset class) says which files must exist and how to get them."""
 
-    def __init__(self, root):
-        self.root = Path(root)
+    def __init__(self, root, dataset_cls):
+        self.root, self.dataset_cls = Path(root), dataset_cls
         self.spec = {"root": _rel(self.root)}
 
     def check(self):
-        needed = [self.root / "training" / "velodyne", self.root / "ImageSets" / "val.txt",
-                  self.root / "kitti_infos_train.pkl", self.root / "kitti_infos_val.pkl"]
-        missing = [_rel(p) for p in needed if not p.exists()]
+        missing = [_rel(p) for p in self.dataset_cls.required_files(self.root) if not p.exists()]
         if missing:
+            hint = getattr(self.dataset_cls, "SETUP_HINT", "")
             raise ExperimentError(
-                f"the paper preset needs the real KITTI dataset at {_rel(self.root)}; missing: {missing}. Download "
-                f"KITTI 3D object detection (velodyne, label_2, calib, image_2 sizes, ImageSets) into that folder, "
-                f"then run python -m pcdet.datasets.kitti.kitti_dataset create_kitti_infos "
-                f"tools/cfgs/dataset_configs/kitti_dataset.yaml")
+                f"the paper preset needs the real {self.dataset_cls.FORMAT_NAME} dataset at {_rel(self.root)}; "
+                f"missing: {missing}." + (f" {hint}" if hint else ""))
         return self
 
     def first_val_frame(self):

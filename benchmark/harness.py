@@ -10,8 +10,10 @@ What each measure contributes (a row's metrics are its ``PAPER`` keys plus these
 
 * ``accuracy``: one ``train`` experiment per seed (``--seeds N`` = seeds 0..N-1) of the row's KD
   config (or model config without KD); a teacher row (``TEACHER: true``) is the teacher every KD
-  row of the preset distils from: one run, seed 0. BEV / 3D mAP = mean of the three classes'
-  moderate AP R40; per-class metrics ``bev_car_moderate`` ... from the same evaluation.
+  row of the preset distils from: one run, seed 0. The table's ``TASK`` names the default accuracy
+  metrics (detection: BEV / 3D mAP = mean of the three classes' moderate AP R40; segmentation: mIoU);
+  their values, and per-class ones such as ``bev_car_moderate``, come from the evaluator the
+  dataset class declares (``metric_value``), so nothing here knows a dataset.
 * ``complexity``: params and GMACs of the row's model (the deployed student) on the preset's frame.
 * ``latency``: all rows' models in one round-robin run; ``speedup`` = reference row / this row.
 * ``training_cost``: training-step medians of :mod:`benchmark.kd_overhead` (no KD, plain feature KD,
@@ -32,12 +34,12 @@ from benchmark.results_csv import cell, write_table_csv
 from pcdet.utils.paths import REPO_ROOT
 
 DEFAULT_METRICS = {
-    "accuracy": ["bev_map", "3d_map"],
     "complexity": ["gflops", "params_m"],
     "latency": ["latency_ms"],
     "training_cost": ["step_s", "epoch_s", "step_ratio_vs_featurekd"],
 }
-CLASS_KEYS = {"car": "Car", "ped": "Pedestrian", "cyc": "Cyclist"}
+#: table TASK -> default accuracy metrics
+ACCURACY_METRICS = {"detection": ["bev_map", "3d_map"], "segmentation": ["miou"]}
 DEFAULT_CACHE = REPO_ROOT / "output" / "benchmark" / "cache"
 
 
@@ -45,24 +47,11 @@ def _log(msg):
     tqdm.tqdm.write(f"[benchmark] {msg}")
 
 
-def accuracy_value(metrics, name):
-    """A KITTI metric name (``bev_map``, ``3d_car_moderate``) from an evaluation's metrics dict."""
-    from pcdet.datasets.kitti.eval import moderate_map
-
-    if name in ("bev_map", "3d_map"):
-        return moderate_map(metrics, name.split("_")[0])
-    kind, cls, diff = name.split("_")
-    return metrics[f"{CLASS_KEYS[cls]}_{kind}/{diff}_R40"]
-
-
-def is_accuracy_metric(name):
-    return name in ("bev_map", "3d_map") or (name.split("_")[0] in ("bev", "3d") and len(name.split("_")) == 3)
-
-
 def row_metrics(table, row):
     names = list(row["PAPER"])
     for measure in table["MEASURES"]:
-        for m in DEFAULT_METRICS[measure]:
+        defaults = ACCURACY_METRICS.get(table["TASK"], []) if measure == "accuracy" else DEFAULT_METRICS[measure]
+        for m in defaults:
             if m == "step_ratio_vs_featurekd" and row.get("VARIANT") in (None, "no_kd"):
                 continue
             if m not in names:
@@ -81,28 +70,32 @@ class TablePlan:
         self.jobs, self.cores = max(1, int(jobs)), int(cores or os.cpu_count() or 1)
         self.runnable, self.status = registry.table_status(table, preset)
         self.data = None
+        self.dataset_cls = self.evaluator_cls = None
         self.teachers = {}  # teacher config -> its Train experiment (seed 0, the preset's TEACHER_EPOCHS)
         self.row_exps = {}  # row name -> {"accuracy": [Train], "complexity": Complexity, "epoch": Train}
         self.table_exps = {}  # "latency" / "kd_overhead" -> experiment
 
     # data first: the frame the measurements use is the dataset's first val frame
     def build_data(self):
+        from pcdet.datasets import get_dataset_class
+        from pcdet.datasets.dataset import resolve_data_path
+        from pcdet.datasets.registries import EVALUATORS
+        from pcdet.train_utils.experiment import load_experiment_cfg
+
         spec = self.preset["DATA"]
+        teacher_cfg = registry.teacher_config(self.table, self.preset)
+        cfg = load_experiment_cfg(teacher_cfg)
+        self.dataset_cls = get_dataset_class(cfg.DATA_CONFIG.DATASET)
+        evaluator = self.dataset_cls.EVALUATOR
+        self.evaluator_cls = EVALUATORS.get(evaluator, f"{self.dataset_cls.__name__}.EVALUATOR") if evaluator else None
         if spec["KIND"] == "synthetic":
-            teacher_cfg = registry.teacher_config(self.table, self.preset)
             self.data = SyntheticData(self.cache_root, spec["FRAMES"], spec["SEED"], spec["VAL_FRACTION"], teacher_cfg)
         else:
-            from pcdet.train_utils.experiment import load_experiment_cfg
-            from pcdet.datasets.dataset import resolve_data_path
-
-            cfg = load_experiment_cfg(registry.teacher_config(self.table, self.preset))
-            self.data = RealData(resolve_data_path(cfg.DATA_CONFIG.DATA_PATH)).check()
+            self.data = RealData(resolve_data_path(cfg.DATA_CONFIG.DATA_PATH), self.dataset_cls).check()
         return self.data
 
     def dataset_note(self):
-        from pcdet.datasets.kitti.kitti_dataset import dataset_note
-
-        return dataset_note(self.data.root)
+        return self.dataset_cls.dataset_note_for(self.data.root)
 
     def teacher_for(self, row):
         """The one teacher run a row's KD config distils from (a teacher row reports that same run)."""
@@ -321,9 +314,10 @@ def table_cells(plan):
         exps = plan.row_exps.get(r["NAME"], {})
         for metric in row_metrics(t, r):
             values, source, how = None, None, {}
-            if exps and is_accuracy_metric(metric) and exps.get("accuracy"):
+            if exps and plan.evaluator_cls is not None and plan.evaluator_cls.is_table_metric(metric) \
+                    and exps.get("accuracy"):
                 results = [e.result() for e in exps["accuracy"]]
-                values = [accuracy_value(res["metrics"], metric) for res in results]
+                values = [plan.evaluator_cls.metric_value(res["metrics"], metric) for res in results]
                 source = [res["run_dir"] for res in results]
                 how = _how_trained(results)
             elif exps and metric in ("gflops", "params_m") and exps.get("complexity"):

@@ -148,7 +148,8 @@ def measure(cfg_file=DEFAULT_CFG, frame=None, steps=5, warmup=1, seed=0):
     knn_med, knn_iqr = _stats(pd.knn)
     base = med["featurekd_sampled"][0]
     info = {"frame": frame.name, "pillars": int(batch["voxels"].shape[0]), "steps": steps,
-            "torch_threads": torch.get_num_threads(), "numba_threads": _numba_threads(), "N": int(pd_cfg.N), "K": int(pd_cfg.get("K", 0) or 0),
+            "torch_threads": torch.get_num_threads(), "numba_threads": _numba_threads(), "N": int(pd_cfg.N),
+            "K": int(pd_cfg.get("K", 0) or 0),
             "C_S": pd.pd_method.c_s, "C_T": pd.pd_method.c_t, "gt_boxes": "label_2" if boxes is not None else "fixed"}
     rows = []
     for v in variants:

@@ -19,9 +19,6 @@ dataset note of the evaluation (e.g. the embedded synthetic dataset) is copied i
 """
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from benchmark.csv_io import write_rows
@@ -60,8 +57,9 @@ def train_one(cfg, seed, output_root, teacher_ckpt, extra, log_dir):
     run_dir = output_dir_for(cfg, tag, output_root)
     if final_metrics_file(run_dir) is not None:
         return run_dir, None
-    cmd = [sys.executable, str(REPO_ROOT / "tools" / "train.py"), "--cfg_file", str(cfg), "--seed", str(seed),
-           "--extra_tag", tag, "--output_root", str(output_root), "--no_progress", *extra]
+    from pcdet.train_utils.launcher import TrainingFailed, run_training, train_command
+
+    cmd = train_command(cfg, "--seed", seed, "--extra_tag", tag, "--output_root", output_root, "--no_progress", *extra)
     if teacher_ckpt and "KD" in load_experiment_cfg(cfg):
         cmd += ["--teacher_ckpt", str(teacher_ckpt)]
     if any((run_dir / "ckpt").glob("checkpoint_epoch_*.pth")):
@@ -69,13 +67,10 @@ def train_one(cfg, seed, output_root, teacher_ckpt, extra, log_dir):
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{cfg.stem}_{tag}.log"
     print(f"[kd_seeds] training {cfg.name} seed {seed} -> {run_dir} (log {log})", flush=True)
-    t0 = time.perf_counter()
-    with open(log, "a") as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
-        raise SystemExit(f"[kd_seeds] {cfg} seed {seed} failed (exit {proc.returncode}); log {log}:\n{tail}")
+    try:
+        seconds = run_training(cmd, log, cwd=Path.cwd())  # relative paths in the arguments stay the user's
+    except TrainingFailed as err:
+        raise SystemExit(f"[kd_seeds] {cfg} seed {seed}: {err}") from None
     return run_dir, seconds
 
 

@@ -1,9 +1,10 @@
 """The table registry (``benchmark/tables/*.yaml``), the presets (``benchmark/presets.yaml``) and the
 capabilities a table needs, checked against the code.
 
-Owns :func:`load_tables`, :func:`load_presets`, :func:`capabilities`, :func:`row_status` and
-:func:`table_status`. Nothing here says a capability exists because a file says so: detectors,
-datasets and KD methods are looked up in their registries, config files on disk.
+Owns :func:`load_tables`, :func:`load_presets`, :func:`capabilities`, :func:`dataset_needs`,
+:func:`row_status` and :func:`table_status`. Nothing here says a capability exists because a file
+says so: models, datasets, evaluators and KD methods are looked up in the package's registries
+(:mod:`pcdet.registries`), config files on disk.
 """
 from pathlib import Path
 
@@ -23,8 +24,6 @@ TABLE_KEYS = {"ID", "TITLE", "PAPER_SOURCE", "TASK", "DATASET", "MEASURES", "NEE
 ROW_KEYS = {"NAME", "MODEL", "KD", "TEACHER", "TEACHER_MODEL", "NEEDS", "PAPER", "VARIANT"}
 MEASURES = {"accuracy", "complexity", "latency", "training_cost"}
 PRESET_KEYS = {"DESCRIPTION", "FAMILY", "DATA", "EPOCHS", "TEACHER_EPOCHS", "SEEDS", "JOBS", "LATENCY", "KD_OVERHEAD"}
-#: what each dataset needs beyond the config files (evaluators live with the datasets)
-DATASET_NEEDS = {"kitti": ["dataset:KittiDataset", "evaluator:kitti"]}
 
 
 class RegistryError(ValueError):
@@ -32,9 +31,12 @@ class RegistryError(ValueError):
 
 
 def _check_keys(d, allowed, where):
-    unknown = sorted(set(d) - allowed)
-    if unknown:
-        raise RegistryError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    from pcdet.config import ConfigKeyError, check_keys
+
+    try:
+        check_keys(d, allowed, where)
+    except ConfigKeyError as err:
+        raise RegistryError(str(err)) from None
 
 
 def load_table(path):
@@ -99,16 +101,28 @@ def load_presets(path=PRESETS_FILE):
 
 # ------------------------------------------------------------------------------ capabilities
 def capabilities():
-    """The set of ``kind:name`` strings the code provides now."""
-    from pcdet.datasets import _DATASETS
-    from pcdet.kd.methods import METHODS
-    from pcdet.models.detectors import __all__ as detectors
+    """The set of ``kind:name`` strings the code provides now, read from the package's registries
+    (:func:`pcdet.registries.capabilities`)."""
+    from pcdet.registries import capabilities as registered
 
-    caps = {f"detector:{n}" for n in detectors if n != "Detector3DTemplate"}
-    caps |= {f"dataset:{n}" for n in _DATASETS}
-    caps |= {f"kd:{n}" for n in METHODS}
-    caps.add("evaluator:kitti")  # pcdet.datasets.kitti.eval
-    return caps
+    return registered()
+
+
+def dataset_needs(table, preset):
+    """``dataset:<class>`` and ``evaluator:<name>`` of the table's data under ``preset``: the
+    ``DATA_CONFIG.DATASET`` of the configs the preset's family uses, and the evaluator that dataset
+    class declares. Empty when the family has no configs yet (the rows then wait for their configs)."""
+    cfg_file = teacher_config(table, preset)
+    if table["DATASET"] not in preset["FAMILY"] or not cfg_file.is_file():
+        return []
+    from pcdet.config import cfg_from_yaml_file
+    from pcdet.datasets.registries import DATASETS
+
+    name = cfg_from_yaml_file(cfg_file).DATA_CONFIG.DATASET
+    if name not in DATASETS:
+        return [f"dataset:{name}"]
+    evaluator = DATASETS.get(name).EVALUATOR
+    return [f"dataset:{name}"] + ([f"evaluator:{evaluator}"] if evaluator else [])
 
 
 def config_paths(table, row, preset):
@@ -131,7 +145,7 @@ def teacher_config(table, preset, row=None):
 def row_status(table, row, preset, caps=None):
     """List of what the row waits for (empty: runnable under ``preset``)."""
     caps = capabilities() if caps is None else caps
-    missing = [n for n in table["NEEDS"] + DATASET_NEEDS.get(table["DATASET"], []) + row["NEEDS"] if n not in caps]
+    missing = [n for n in table["NEEDS"] + dataset_needs(table, preset) + row["NEEDS"] if n not in caps]
     if table["DATASET"] not in preset["FAMILY"]:
         missing.append(f"preset family for dataset {table['DATASET']}")
     if not row.get("MODEL"):

@@ -60,7 +60,7 @@ def markdown(tables):
         metrics = list(OrderedDict.fromkeys(m for r in rows for m in [r["metric"]]))
         shown = [m for m in metrics if any(_f(x["measured"]) is not None or _f(x["paper"]) is not None
                                            for x in rows if x["metric"] == m)]
-        shown = [m for m in shown if not m.split("_")[-1] in ("easy", "hard")][:8]
+        shown = [m for m in shown if m.split("_")[-1] not in ("easy", "hard")][:8]
         lines.append("| row | " + " | ".join(f"{m} paper | {m} measured" for m in shown) + " | n |")
         lines.append("|---|" + "---|---|" * len(shown) + "---|")
         for name, by_metric in piv.items():
@@ -151,7 +151,8 @@ def kd_gains(tables, all_tables=None):
                     continue
                 m = (_f(kd_line["measured"]) - _f(ref["measured"])
                      if _f(kd_line["measured"]) is not None and _f(ref["measured"]) is not None else None)
-                p = _f(kd_line["paper"]) - _f(ref["paper"]) if _f(kd_line["paper"]) is not None and _f(ref["paper"]) is not None else None
+                both = _f(kd_line["paper"]) is not None and _f(ref["paper"]) is not None
+                p = _f(kd_line["paper"]) - _f(ref["paper"]) if both else None
                 w = welch_t(*(_f(line[k]) for line in (kd_line, ref) for k in ("measured", "measured_std", "n_seeds")))
                 if m is not None or p is not None:
                     gains.append((tid, r["NAME"], metric, m, p, w))

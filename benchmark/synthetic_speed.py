@@ -7,7 +7,8 @@ Run from the repository root::
 Measures (a) the numba first-call compile time with an empty numba cache (a fresh cache folder is
 used, so the figure does not depend on earlier runs), (b) the first-call time of a new process
 when the cache is warm, and (c) steady-state frames/s after warm-up for one process and for
-``--workers`` processes (the ray-casting kernel is single-threaded; parallelism is per frame). Frames are written to a scratch folder beside the CSV, removed afterwards. The CSV also
+``--workers`` processes (the ray-casting kernel is single-threaded; parallelism is per frame).
+Frames are written to a scratch folder beside the CSV, removed afterwards. The CSV also
 records the CPU count and the 1-minute load average, since other work on the machine slows it down.
 """
 import argparse

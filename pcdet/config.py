@@ -3,6 +3,8 @@
 * ``cfg_from_yaml_file(path)`` loads a YAML file into an :class:`easydict.EasyDict`. Any mapping
   (the top level or a nested section) may hold ``_BASE_CONFIG_: relative/or/absolute.yaml``: that
   file is loaded first (recursively) and the mapping's other keys are merged over it, key by key.
+  ``_BASE_CONFIG_`` may also be a list of files, merged in order (a later one wins), which composes
+  a config from fragments (a student model config plus a KD method fragment, ``kd_cfgs/``).
   A relative base path is resolved against the directory of the file that names it, never the
   current directory. A value ``_REPLACE_`` semantics is not needed: a list or scalar always
   replaces, a mapping merges.
@@ -68,26 +70,29 @@ def _resolve(node, here, stack):
     if not isinstance(node, dict):
         return node
     node = dict(node)
-    base_name = node.pop(BASE_KEY, None)
+    base_names = node.pop(BASE_KEY, None)
     resolved = {k: _resolve(v, here, stack) for k, v in node.items()}
-    if base_name is None:
+    if base_names is None:
         return resolved
-    base_path = Path(base_name)
-    if not base_path.is_absolute():
-        base_path = here / base_path
-    base_path = base_path.resolve()
-    if base_path in stack:
-        chain = " -> ".join(str(p) for p in stack + [base_path])
-        raise ConfigError(f"circular {BASE_KEY}: {chain}")
-    base = _resolve(_load_yaml(base_path), base_path.parent, stack + [base_path])
-    return merge_dicts(base, resolved)
+    merged = {}
+    for base_name in base_names if isinstance(base_names, list) else [base_names]:
+        base_path = Path(base_name)
+        if not base_path.is_absolute():
+            base_path = here / base_path
+        base_path = base_path.resolve()
+        if base_path in stack:
+            chain = " -> ".join(str(p) for p in stack + [base_path])
+            raise ConfigError(f"circular {BASE_KEY}: {chain}")
+        merged = merge_dicts(merged, _resolve(_load_yaml(base_path), base_path.parent, stack + [base_path]))
+    return merge_dicts(merged, resolved)
 
 
-def _to_easydict(obj):
+def to_easydict(obj):
+    """Nested mappings -> :class:`EasyDict` (lists are walked); the one converter of the package."""
     if isinstance(obj, dict):
-        return EasyDict({k: _to_easydict(v) for k, v in obj.items()})
+        return EasyDict({k: to_easydict(v) for k, v in obj.items()})
     if isinstance(obj, list):
-        return [_to_easydict(v) for v in obj]
+        return [to_easydict(v) for v in obj]
     return obj
 
 
@@ -96,7 +101,7 @@ def cfg_from_yaml_file(cfg_file, config=None):
     path = Path(cfg_file).resolve()
     data = _resolve(_load_yaml(path), path.parent, [path])
     config = EasyDict() if config is None else config
-    config.update(_to_easydict(data))
+    config.update(to_easydict(data))
     return config
 
 
@@ -150,7 +155,7 @@ def cfg_from_list(cfg_list, config):
                 f"--set {key}: value {raw!r} ({type(new).__name__}) does not match the type of "
                 f"the current value {old!r} ({type(old).__name__})"
             )
-        node[parts[-1]] = _to_easydict(new)
+        node[parts[-1]] = to_easydict(new)
     return config
 
 
@@ -174,10 +179,17 @@ def log_config_to_file(cfg, logger, pre="cfg"):
             logger.info(f"{pre}.{key}: {val}")
 
 
-def cfg_to_plain(cfg):
-    """EasyDict -> plain dicts/lists (for YAML/JSON dumps and hashing)."""
-    if isinstance(cfg, dict):
-        return {k: cfg_to_plain(v) for k, v in cfg.items()}
-    if isinstance(cfg, (list, tuple)):
-        return [cfg_to_plain(v) for v in cfg]
-    return cfg
+def to_plain(obj, unknown=None):
+    """EasyDicts, tuples and numpy values -> plain dicts / lists / Python scalars (for YAML / JSON
+    dumps and hashing); the one converter of the package. Mapping keys become strings. Anything else
+    is kept, or passed through ``unknown`` when given (``unknown=str`` for a JSON-safe result)."""
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v, unknown) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v, unknown) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    tolist = getattr(obj, "tolist", None)  # numpy arrays and scalars
+    if tolist is not None and type(obj).__module__ == "numpy":
+        return tolist()
+    return unknown(obj) if unknown is not None else obj

@@ -4,22 +4,11 @@ Real sample frames live outside the repository (never committed): ``PCDET_REALDA
 ``<repo>/../shared/realdata``. Tests that need them skip with a reason when the folder is absent,
 and fail when ``CI=true`` (CI always has them beside the clone).
 """
-import os
 
 import pytest
 import torch
 
-from pcdet.utils.paths import realdata_dir
-
-
-def _require(sub):
-    path = realdata_dir() / sub
-    if not path.exists():
-        msg = f"real sample data not found at {path} (set PCDET_REALDATA to the realdata folder)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg + "; CI=true requires it")
-        pytest.skip(msg)
-    return path
+from tests.helpers import require_realdata as _require
 
 
 @pytest.fixture

@@ -22,9 +22,11 @@ from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
 from pcdet.config import log_config_to_file  # noqa: E402
 from pcdet.datasets import build_dataloader  # noqa: E402
+from pcdet.datasets.registries import EVALUATORS  # noqa: E402
 from pcdet.models import build_network  # noqa: E402
 from pcdet.train_utils import experiment  # noqa: E402
 from pcdet.train_utils.eval_utils import eval_one_epoch  # noqa: E402
+from pcdet.train_utils.hooks import TrainState, build_hooks  # noqa: E402
 from pcdet.train_utils.optimization import build_optimizer, build_scheduler  # noqa: E402
 from pcdet.train_utils.precision import cpu_features, resolve_precision  # noqa: E402
 from pcdet.train_utils.train_utils import (  # noqa: E402
@@ -92,8 +94,7 @@ def main(argv=None):
         cfg.DATA_CONFIG, cfg.CLASS_NAMES, batch_size, dist, workers=args.workers, seed=args.seed + 1000 * rank,
         logger=logger, training=True,
     )
-    if getattr(train_set, "is_synthetic", False):
-        logger.info("dataset: the embedded SYNTHETIC dataset (not real KITTI)")
+    logger.info(f"dataset: {train_set.dataset_note}")
     model = build_network(cfg.MODEL, len(cfg.CLASS_NAMES), train_set, kd_cfg=cfg.get("KD", None))
     model.to(device)
     if args.pretrained_model:
@@ -120,6 +121,22 @@ def main(argv=None):
         record_run_info(out_dir / TRAIN_STATS_FILE, precision=precision.as_dict(), threads=torch.get_num_threads(),
                         device=str(device), world_size=world,
                         cpu=cpu_features() if device.type == "cpu" else None)
+    loaders = {}
+
+    def evaluate(epoch):
+        """Evaluate on the test split; results under eval/epoch_<epoch>/<split> (hooks and the final evaluation)."""
+        if "test" not in loaders:
+            loaders["test"] = build_dataloader(cfg.DATA_CONFIG, cfg.CLASS_NAMES, batch_size, False, workers=args.workers,
+                                               logger=logger, training=False)[1]
+        test_loader = loaders["test"]
+        eval_dir = out_dir / "eval" / f"epoch_{epoch}" / cfg.DATA_CONFIG.DATA_SPLIT["test"]
+        return eval_one_epoch(model, test_loader, eval_dir, device, logger=logger, progress=not args.no_progress,
+                              extra_info={"dataset_note": test_loader.dataset.dataset_note})
+
+    hooks = build_hooks(cfg.get("HOOKS", None))
+    evaluator_cls = EVALUATORS.get(train_set.EVALUATOR) if train_set.EVALUATOR else None
+    state = TrainState(model=model, evaluate=evaluate if rank == 0 and not args.no_eval else None,
+                       evaluator_cls=evaluator_cls)
     # log lines go through tqdm.write while the bars are drawn, so neither garbles the other
     redirect = logging_redirect_tqdm(loggers=[logger]) if not args.no_progress else contextlib.nullcontext()
     try:
@@ -129,7 +146,7 @@ def main(argv=None):
                 seed=args.seed, device=device, grad_norm_clip=optim_cfg.get("GRAD_NORM_CLIP", 10.0), sampler=sampler,
                 tb_log=tb_log, logger=logger, rank=rank, ckpt_save_interval=args.ckpt_save_interval,
                 max_ckpt_save_num=args.max_ckpt_save_num, progress=not args.no_progress,
-                stop_after_epoch=args.stop_after_epoch, amp_dtype=precision.autocast_dtype,
+                stop_after_epoch=args.stop_after_epoch, amp_dtype=precision.autocast_dtype, hooks=hooks, state=state,
             )
     except NonFiniteLossError as err:
         logger.error(str(err))
@@ -138,13 +155,9 @@ def main(argv=None):
         if tb_log is not None:
             tb_log.close()
 
-    if rank == 0 and not args.no_eval and args.stop_after_epoch is None:
-        test_set, test_loader, _ = build_dataloader(
-            cfg.DATA_CONFIG, cfg.CLASS_NAMES, batch_size, False, workers=args.workers, logger=logger, training=False
-        )
-        eval_dir = out_dir / "eval" / f"epoch_{epochs}" / cfg.DATA_CONFIG.DATA_SPLIT["test"]
-        eval_one_epoch(model, test_loader, eval_dir, device, logger=logger, progress=not args.no_progress,
-                       extra_info={"dataset_note": getattr(test_set, "dataset_note", "")})
+    evaluated_last = state.last_eval.get("epoch") == epochs  # a periodic_eval hook already did
+    if rank == 0 and not args.no_eval and args.stop_after_epoch is None and not evaluated_last:
+        evaluate(epochs)
     if dist:
         import torch.distributed as tdist
 

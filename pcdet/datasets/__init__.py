@@ -1,41 +1,23 @@
-"""Dataset registry and data loader construction.
+"""Datasets: the registries and data loader construction.
 
-Owns the registry ``__all__`` (dataset class name -> class, as named by ``DATASET`` in a data
-config) and :func:`build_dataloader`. Dataset modules are imported on first use (module-level
-``__getattr__``), so ``python -m pcdet.datasets.kitti.kitti_dataset`` does not import itself twice.
+Owns :func:`build_dataloader` and :func:`get_dataset_class`; the registries (datasets,
+augmentations, processors, evaluators, dataset writers) are in :mod:`pcdet.datasets.registries`,
+the per-key data contract in :mod:`pcdet.datasets.data_contract`. Dataset modules are imported on
+first use (lazy registry entries), so ``python -m pcdet.datasets.kitti.kitti_dataset`` does not
+import itself twice and light tools such as the KITTI evaluator start quickly.
 """
-import importlib
 import random
 
 import numpy as np
 
-# torch and the dataset modules are imported inside the functions: light tools such as the KITTI
-# evaluator (``pcdet.datasets.kitti.eval``) import this package and must start quickly.
+from pcdet.datasets.registries import DATASETS
 
-#: DATASET name -> (module, class); resolved lazily.
-_DATASETS = {
-    "KittiDataset": ("pcdet.datasets.kitti.kitti_dataset", "KittiDataset"),
-}
+__all__ = ["DATASETS", "build_dataloader", "get_dataset_class", "seed_worker"]
 
 
 def get_dataset_class(name):
-    """The dataset class registered as ``name`` (KeyError listing the known names otherwise)."""
-    if name not in _DATASETS:
-        raise KeyError(f"DATASET: unknown dataset {name!r}; known: {', '.join(sorted(_DATASETS))}")
-    module, attr = _DATASETS[name]
-    return getattr(importlib.import_module(module), attr)
-
-
-def __getattr__(name):
-    if name == "__all__":
-        from pcdet.datasets.dataset import DatasetTemplate
-
-        registry = {"DatasetTemplate": DatasetTemplate}
-        registry.update({key: get_dataset_class(key) for key in _DATASETS})
-        return registry
-    if name in _DATASETS:
-        return get_dataset_class(name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """The dataset class registered as ``name`` (``DATA_CONFIG.DATASET``)."""
+    return DATASETS.get(name, "DATA_CONFIG.DATASET")
 
 
 def seed_worker(worker_id):
@@ -53,7 +35,7 @@ def seed_worker(worker_id):
 
 
 def build_dataloader(dataset_cfg, class_names, batch_size, dist, root_path=None, workers=4, seed=None, logger=None,
-                     training=True, merge_all_iters_to_one_epoch=False, total_epochs=0, drop_last=False):
+                     training=True, drop_last=False):
     """Build ``(dataset, dataloader, sampler)`` for ``dataset_cfg.DATASET``.
 
     ``dist`` uses a :class:`DistributedSampler` (shuffled in training); otherwise training data is
@@ -68,8 +50,6 @@ def build_dataloader(dataset_cfg, class_names, batch_size, dist, root_path=None,
     dataset = get_dataset_class(dataset_cfg.DATASET)(
         dataset_cfg=dataset_cfg, class_names=class_names, root_path=root_path, training=training, logger=logger
     )
-    if merge_all_iters_to_one_epoch:
-        dataset.merge_all_iters_to_one_epoch(merge=True, epochs=total_epochs)
     generator = None
     if seed is not None:
         generator = torch.Generator()

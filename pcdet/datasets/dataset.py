@@ -3,6 +3,14 @@
 Owns :class:`DatasetTemplate` (subclassed per dataset, e.g. ``KittiDataset``), its
 :meth:`~DatasetTemplate.collate_batch` and :class:`DatasetFileError`.
 
+What a dataset class declares (the harness and the evaluation loop read these, never a dataset's
+own module): ``EVALUATOR`` (its name in :data:`pcdet.datasets.registries.EVALUATORS`),
+``FORMAT_NAME`` (what the data is called in every output), :meth:`~DatasetTemplate.required_files`
+(what must exist under a root before a run), :meth:`~DatasetTemplate.dataset_note_for` (the label every
+output carries: the embedded synthetic data says so) and the split names of ``DATA_SPLIT``. Labels
+are optional: a detection sample carries ``gt_boxes`` / ``gt_names``, a segmentation sample
+per-point ``point_labels`` and no boxes.
+
 Paths: ``DATA_PATH`` in a dataset config is absolute or relative to the repository root
 (:data:`pcdet.utils.paths.REPO_ROOT`), never to the current directory; the ``root_path``
 argument, when given, overrides it.
@@ -34,18 +42,19 @@ use_lead_xyz           (B,) bool
 flip_x, noise_rot, ... (B,)               augmentation record (training)
 =====================  =================  ===================================================
 
-Keys written by a suffixed voxeliser (``voxels_teacher``, ``voxel_coords_teacher``, ...) are
-collated like their unsuffixed counterparts. An empty cloud (or one with no point in
-``POINT_CLOUD_RANGE``) is valid: it gives zero points and zero voxels, and a warning naming the
-frame.
+Every key is collated by an explicit rule (:mod:`pcdet.datasets.data_contract`); keys written by a
+suffixed voxeliser (``voxels_tea``, ``voxel_coords_tea``, ...) follow their base key's rule. Per-point
+keys (``point_labels``, ...) stay aligned with ``points`` through every step. An empty cloud (or one
+with no point in ``POINT_CLOUD_RANGE``) is valid: it gives zero points and zero voxels, and a warning
+naming the frame.
 """
 import warnings
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch.utils.data as torch_data
 
+from pcdet.datasets import data_contract
 from pcdet.datasets.augmentor.data_augmentor import DataAugmentor
 from pcdet.datasets.processor.data_processor import DataProcessor
 from pcdet.datasets.processor.point_feature_encoder import PointFeatureEncoder
@@ -87,16 +96,18 @@ def _as_boxes(boxes):
     return arr.reshape(-1, arr.shape[-1])
 
 
-def _suffix_of(key, base):
-    """The suffix when ``key`` is ``base`` or ``base`` + '_...', else None."""
-    if key == base:
-        return ""
-    if key.startswith(base + "_"):
-        return key[len(base) :]
-    return None
+#: file the embedded synthetic generator writes beside the dataset folders (its writers' manifest)
+SYNTHETIC_MANIFEST = "synthetic_dataset.json"
 
 
 class DatasetTemplate(torch_data.Dataset):
+    #: name of the dataset's evaluator in EVALUATORS (None: the dataset cannot be evaluated)
+    EVALUATOR = None
+    #: what the data is called in outputs ("KITTI", "SemanticKITTI", ...)
+    FORMAT_NAME = "point clouds"
+    #: the split names the dataset has (``DATA_SPLIT`` maps the modes train / test to them); None: any
+    SPLITS = None
+
     def __init__(self, dataset_cfg=None, class_names=None, training=True, root_path=None, logger=None):
         super().__init__()
         self.dataset_cfg = dataset_cfg
@@ -109,7 +120,8 @@ class DatasetTemplate(torch_data.Dataset):
             self.root_path = resolve_data_path(dataset_cfg.DATA_PATH)
         self.point_cloud_range = np.array(dataset_cfg.POINT_CLOUD_RANGE, dtype=np.float32)
         if self.point_cloud_range.shape != (6,) or (self.point_cloud_range[3:6] <= self.point_cloud_range[0:3]).any():
-            raise ValueError(f"POINT_CLOUD_RANGE must be [xmin, ymin, zmin, xmax, ymax, zmax], got {dataset_cfg.POINT_CLOUD_RANGE}")
+            raise ValueError(f"POINT_CLOUD_RANGE must be [xmin, ymin, zmin, xmax, ymax, zmax], "
+                             f"got {dataset_cfg.POINT_CLOUD_RANGE}")
         self.point_feature_encoder = PointFeatureEncoder(dataset_cfg.POINT_FEATURE_ENCODING, self.point_cloud_range)
         aug_cfg = dataset_cfg.get("DATA_AUGMENTOR")
         self.data_augmentor = (
@@ -125,8 +137,34 @@ class DatasetTemplate(torch_data.Dataset):
         )
         self.grid_size = self.data_processor.grid_size
         self.voxel_size = self.data_processor.voxel_size
-        self.total_epochs = 0
-        self._merge_all_iters_to_one_epoch = False
+        self.dataset_note = self.dataset_note_for(self.root_path)
+        self.is_synthetic = (self.root_path / SYNTHETIC_MANIFEST).is_file()
+        split = (dataset_cfg.get("DATA_SPLIT", None) or {}).get(self.mode, None)
+        if self.SPLITS is not None and split is not None and split not in self.SPLITS:
+            raise ValueError(f"DATA_CONFIG.DATA_SPLIT.{self.mode}: {split!r} is not a split of {type(self).__name__} "
+                             f"({', '.join(self.SPLITS)})")
+
+    # ------------------------------------------------------------------ what a dataset class declares
+    @classmethod
+    def required_files(cls, root):
+        """Paths that must exist under ``root`` before training or evaluating (default: the root)."""
+        return [Path(root)]
+
+    @classmethod
+    def dataset_note_for(cls, root):
+        """The label every output carries about the data at ``root``: the embedded synthetic dataset
+        (its generator's manifest is there) or the real ``FORMAT_NAME`` data."""
+        if (Path(root) / SYNTHETIC_MANIFEST).is_file():
+            return f"EMBEDDED SYNTHETIC dataset in the {cls.FORMAT_NAME} format (not real {cls.FORMAT_NAME})"
+        return cls.FORMAT_NAME
+
+    def build_evaluator(self, output_dir=None):
+        """A fresh evaluator of this dataset (``EVALUATOR`` in the registry), writing into ``output_dir``."""
+        from pcdet.datasets.registries import EVALUATORS
+
+        if self.EVALUATOR is None:
+            raise NotImplementedError(f"{type(self).__name__} declares no EVALUATOR")
+        return EVALUATORS.get(self.EVALUATOR, f"{type(self).__name__}.EVALUATOR")(self, output_dir)
 
     @property
     def mode(self):
@@ -141,10 +179,6 @@ class DatasetTemplate(torch_data.Dataset):
     def __setstate__(self, state):
         self.__dict__.update(state)
         self.logger = None
-
-    def merge_all_iters_to_one_epoch(self, merge=True, epochs=None):
-        self._merge_all_iters_to_one_epoch = merge
-        self.total_epochs = epochs if merge else 0
 
     def __len__(self):  # abstract: each dataset knows its frames
         raise NotImplementedError(f"{type(self).__name__} must define __len__")
@@ -167,12 +201,13 @@ class DatasetTemplate(torch_data.Dataset):
         frame_id = data_dict.get("frame_id", "?")
         n_raw = len(data_dict["points"])
         if self.training and self.data_augmentor is not None:
-            if "gt_boxes" not in data_dict:
-                raise ValueError(f"frame {frame_id}: training needs gt_boxes (labels) for augmentation")
-            gt_names = np.asarray(data_dict["gt_names"]).astype(str)
-            data_dict["gt_names"] = gt_names
-            data_dict["gt_boxes"] = _as_boxes(data_dict["gt_boxes"])
-            data_dict["gt_boxes_mask"] = np.array([n in self.class_names for n in gt_names], dtype=bool)
+            if "gt_boxes" not in data_dict and not any(k in data_dict for k in data_contract.POINT_KEYS - {"points"}):
+                raise ValueError(f"frame {frame_id}: training needs labels (gt_boxes or per-point labels)")
+            if "gt_boxes" in data_dict:
+                gt_names = np.asarray(data_dict["gt_names"]).astype(str)
+                data_dict["gt_names"] = gt_names
+                data_dict["gt_boxes"] = _as_boxes(data_dict["gt_boxes"])
+                data_dict["gt_boxes_mask"] = np.array([n in self.class_names for n in gt_names], dtype=bool)
             data_dict = self.data_augmentor.forward(data_dict)
 
         if data_dict.get("gt_boxes") is not None:
@@ -193,41 +228,17 @@ class DatasetTemplate(torch_data.Dataset):
         return data_dict
 
     @staticmethod
-    def collate_batch(batch_list, _unused=False):
-        """List of per-sample dicts -> one ``batch_dict`` (layout in the module docstring)."""
-        merged = defaultdict(list)
-        for sample in batch_list:
-            for key, val in sample.items():
-                merged[key].append(val)
+    def collate_batch(batch_list):
+        """List of per-sample dicts -> one ``batch_dict`` (each key by its rule in
+        :mod:`pcdet.datasets.data_contract`; layout in the module docstring)."""
+        keys = list(dict.fromkeys(k for sample in batch_list for k in sample))
         batch_size = len(batch_list)
         out = {}
-        for key, vals in merged.items():
+        for key in keys:
+            vals = [sample[key] for sample in batch_list if key in sample]
             if len(vals) != batch_size:
                 raise ValueError(f"collate_batch: key {key!r} is present in only {len(vals)} of {batch_size} samples")
-            if _suffix_of(key, "voxels") is not None or _suffix_of(key, "voxel_num_points") is not None:
-                out[key] = np.concatenate(vals, axis=0)
-            elif _suffix_of(key, "points") is not None or _suffix_of(key, "voxel_coords") is not None:
-                padded = [
-                    np.concatenate([np.full((len(v), 1), i, dtype=v.dtype), v], axis=1) for i, v in enumerate(vals)
-                ]
-                out[key] = np.concatenate(padded, axis=0)
-            elif key == "gt_boxes":
-                width = max(v.shape[-1] if v.ndim == 2 else 8 for v in vals)
-                max_gt = max(1, max(len(v) for v in vals))
-                boxes = np.zeros((batch_size, max_gt, width), dtype=np.float32)
-                for i, v in enumerate(vals):
-                    if len(v):
-                        boxes[i, : len(v), :] = v
-                out[key] = boxes
-            elif key == "frame_id":
-                out[key] = np.array(vals)
-            elif key in ("calib", "metadata"):
-                out[key] = vals
-            else:
-                try:
-                    out[key] = np.stack(vals, axis=0)
-                except ValueError:
-                    out[key] = vals
+            out[key] = data_contract.collate(key, vals, batch_list)
         out["batch_size"] = batch_size
         return out
 

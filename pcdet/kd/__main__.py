@@ -9,11 +9,11 @@ def main(argv=None):
     sub.add_parser("list", help="registered KD methods, one per line: NAME  summary")
     args = parser.parse_args(argv)
     if args.command == "list":
-        from pcdet.kd.methods import METHODS, summary
+        from pcdet.kd.methods import KD_METHODS, summary
 
-        width = max(len(n) for n in METHODS)
-        for name in sorted(METHODS):
-            print(f"{name:<{width}}  {summary(METHODS[name])}")
+        width = max(len(n) for n in KD_METHODS)
+        for name in KD_METHODS:
+            print(f"{name:<{width}}  {summary(KD_METHODS.get(name))}")
     return 0
 
 

@@ -17,8 +17,8 @@ A KD config is a student config plus::
 
 The teacher runs on the student's batches. When its ``transform_points_to_voxels`` settings
 (VOXEL_SIZE, MAX_POINTS_PER_VOXEL, MAX_NUMBER_OF_VOXELS) differ from the student's, a copy of its
-voxeliser with ``KEY_SUFFIX: _teacher`` is appended to the student's ``DATA_PROCESSOR`` and the
-teacher reads ``voxels_teacher`` etc.; otherwise both share the student's voxels. A different
+voxeliser with ``KEY_SUFFIX: _tea`` is appended to the student's ``DATA_PROCESSOR`` and the
+teacher reads ``voxels_tea`` etc. (:mod:`pcdet.kd.keys`); otherwise both share the student's voxels. A different
 ``POINT_CLOUD_RANGE`` or point encoding is an error (points are cropped and encoded once, for the
 student).
 """
@@ -26,31 +26,15 @@ import copy
 from pathlib import Path
 
 import numpy as np
-from easydict import EasyDict
 
-from pcdet.config import ConfigError, cfg_from_yaml_file, check_keys, merge_dicts
+from pcdet.config import ConfigError, cfg_from_yaml_file, check_keys, merge_dicts, to_easydict, to_plain
+from pcdet.kd.keys import TEA
 from pcdet.utils.paths import REPO_ROOT
 
 KD_KEYS = {"TEACHER", "METHODS"}
 TEACHER_KEYS = {"CFG_FILE", "CKPT", "CLASS_NAMES", "DATA_CONFIG", "MODEL", "OPTIMIZATION"}
-TEACHER_SUFFIX = "_teacher"
+TEACHER_SUFFIX = TEA  # the teacher's own voxels: voxels_tea, voxel_coords_tea, voxel_num_points_tea
 VOXELISER = "transform_points_to_voxels"
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-def _easy(obj):
-    if isinstance(obj, dict):
-        return EasyDict({k: _easy(v) for k, v in obj.items()})
-    if isinstance(obj, list):
-        return [_easy(v) for v in obj]
-    return obj
 
 
 def resolve_teacher_cfg_file(cfg, cfg_file):
@@ -64,11 +48,11 @@ def resolve_teacher_cfg_file(cfg, cfg_file):
         path = Path(cfg_file).resolve().parent / path
     if not path.is_file():
         raise ConfigError(f"KD.TEACHER.CFG_FILE: {path} not found (relative paths start at the folder of {cfg_file})")
-    loaded = _plain(cfg_from_yaml_file(path))
-    overrides = {k: v for k, v in _plain(kd.TEACHER).items() if k != "CFG_FILE"}
+    loaded = to_plain(cfg_from_yaml_file(path))
+    overrides = {k: v for k, v in to_plain(kd.TEACHER).items() if k != "CFG_FILE"}
     merged = merge_dicts(loaded, overrides)
     merged["CFG_FILE"] = str(path.resolve())
-    kd.TEACHER = _easy(merged)
+    kd.TEACHER = to_easydict(merged)
     return cfg
 
 
@@ -106,18 +90,18 @@ def _check_same(student, teacher, key, where):
     if key == "POINT_CLOUD_RANGE":
         same = s is not None and np.allclose(np.asarray(s, dtype=np.float64), np.asarray(t, dtype=np.float64), atol=1e-9)
     else:
-        same = _plain(s) == _plain(t)
+        same = to_plain(s) == to_plain(t)
     if not same:
         raise ConfigError(
-            f"{where}.{key} = {_plain(t)} differs from the student's {_plain(s)}; the teacher runs on the student's "
+            f"{where}.{key} = {to_plain(t)} differs from the student's {to_plain(s)}; the teacher runs on the student's "
             f"points and must use the same {key}"
         )
 
 
 def finalize_kd_cfg(cfg):
-    """Check the KD section and give a differently voxelising teacher its own ``_teacher`` voxeliser.
+    """Check the KD section and give a differently voxelising teacher its own ``_tea`` voxeliser.
 
-    Idempotent: an existing ``_teacher`` voxeliser is checked against the teacher's settings.
+    Idempotent: an existing ``_tea`` voxeliser is checked against the teacher's settings.
     """
     kd = cfg.get("KD", None)
     if kd is None:
@@ -134,7 +118,8 @@ def finalize_kd_cfg(cfg):
     if "CKPT" not in kd.TEACHER:
         kd.TEACHER.CKPT = None
     if kd.TEACHER.get("CLASS_NAMES", None) is not None and list(kd.TEACHER.CLASS_NAMES) != list(cfg.CLASS_NAMES):
-        raise ConfigError(f"KD.TEACHER.CLASS_NAMES {list(kd.TEACHER.CLASS_NAMES)} differ from CLASS_NAMES {list(cfg.CLASS_NAMES)}")
+        raise ConfigError(f"KD.TEACHER.CLASS_NAMES {list(kd.TEACHER.CLASS_NAMES)} differ from CLASS_NAMES "
+                          f"{list(cfg.CLASS_NAMES)}")
 
     t_data = kd.TEACHER.get("DATA_CONFIG", None)
     if t_data is None:
@@ -154,15 +139,10 @@ def finalize_kd_cfg(cfg):
         return cfg
     if s_vox is not None and not voxel_settings_differ(s_vox, t_vox):
         return cfg  # shared voxels
-    step = copy.deepcopy(_plain(t_vox))
+    step = copy.deepcopy(to_plain(t_vox))
     step["KEY_SUFFIX"] = TEACHER_SUFFIX
-    s_data.DATA_PROCESSOR = list(s_data.get("DATA_PROCESSOR", []) or []) + [_easy(step)]
+    s_data.DATA_PROCESSOR = list(s_data.get("DATA_PROCESSOR", []) or []) + [to_easydict(step)]
     return cfg
-
-
-def prepare_kd_cfg(cfg, cfg_file):
-    """Both steps at once (no ``--set`` in between)."""
-    return finalize_kd_cfg(resolve_teacher_cfg_file(cfg, cfg_file))
 
 
 def resolve_ckpt_path(ckpt):

@@ -1,33 +1,31 @@
 """Distillation nodes: where a feature lives, how important each place is, which N to keep.
 
 Owns :func:`sample_nodes` (per-sample top-N selection of aligned student/teacher nodes),
-:func:`reweight` (phi = N softmax(score / tau) per sample) and :func:`feature_channels` (channel
-count of a named feature of a built detector, so adapters exist before the first batch).
+:func:`reweight` (phi = N softmax(score / tau) per sample), :func:`feature_spec` and
+:func:`feature_channels` (what a built model declares about a ``batch_dict`` key, so adapters
+exist before the first batch).
 
-Feature layouts (student key ``F``, teacher key ``F + '_tea'``):
+Where a feature lives is the :class:`pcdet.models.model_template.FeatureSpec` of the module that
+writes it (``model.feature_specs[key]``); student key ``F``, teacher key ``F + '_tea'``:
 
-* dense BEV maps ``(B, C, H, W)`` (``spatial_features``, ``spatial_features_<s>x``,
+* ``dense_bev`` ``(B, C, H, W)`` (``spatial_features``, ``spatial_features_<s>x``,
   ``spatial_features_2d``): nodes are cells; coordinates (y, x); sample = batch index.
-* sparse rows ``(V, C)`` listed in :data:`SPARSE_FEATURES`: one node per voxel/pillar (or point);
-  sample and coordinates from the coordinate key (``voxel_coords`` = [b, z, y, x]). The teacher's
-  rows must be the student's rows (a shared voxelisation), which is checked.
+* ``sparse_rows`` / ``points`` ``(V, C)``: one node per voxel / pillar / point; sample and
+  coordinates from the spec's ``coord_key`` (``voxel_coords`` = [b, z, y, x]). The teacher's rows
+  must be the student's rows (a shared voxelisation), which is checked.
 
-Importance: ``num_points`` (points per voxel/pillar, teacher side: ``voxel_num_points_tea``) or
-``channel_max`` (channel-wise max of the teacher feature); ``auto`` picks ``num_points`` for
-voxel/pillar features and ``channel_max`` otherwise. Selection is per sample, ranked by importance
-with ties broken by position, and nodes come out in that canonical order, so the result does not
-depend on the order in which a sample's voxels are stored.
+Importance: ``num_points`` (points per node, the spec's ``count_key``; teacher side:
+``voxel_num_points_tea``) or ``channel_max`` (channel-wise max of the teacher feature); ``auto``
+picks ``num_points`` when the spec has a count key and ``channel_max`` otherwise. Selection is per
+sample, ranked by importance with ties broken by position, and nodes come out in that canonical
+order, so the result does not depend on the order in which a sample's voxels are stored.
 """
 from dataclasses import dataclass
 
 import torch
 
-#: sparse feature key -> (coordinate key with the batch index in column 0, points-per-node key or None)
-SPARSE_FEATURES = {
-    "pillar_features": ("voxel_coords", "voxel_num_points"),
-    "voxel_features": ("voxel_coords", "voxel_num_points"),
-    "point_features": ("point_coords", None),
-}
+from pcdet.kd.keys import tea
+from pcdet.models.model_template import FeatureSpec
 
 IMPORTANCE_CHOICES = ("auto", "num_points", "channel_max")
 
@@ -78,8 +76,7 @@ def _position_rank(spatial):
     return rank
 
 
-def _teacher_key(feature):
-    return feature + "_tea"
+_teacher_key = tea
 
 
 def _get(batch_dict, key, what):
@@ -88,14 +85,17 @@ def _get(batch_dict, key, what):
     return batch_dict[key]
 
 
-def resolve_importance(feature, importance):
+def resolve_importance(spec, importance):
+    """``auto`` -> ``num_points`` when ``spec`` (a :class:`FeatureSpec`) has a points-per-node key, else
+    ``channel_max``; an explicit ``num_points`` needs one."""
     if importance not in IMPORTANCE_CHOICES:
         raise ValueError(f"IMPORTANCE={importance!r}: use one of {IMPORTANCE_CHOICES}")
+    count_key = getattr(spec, "count_key", None)
     if importance == "auto":
-        count_key = SPARSE_FEATURES.get(feature, (None, None))[1]
         return "num_points" if count_key is not None else "channel_max"
-    if importance == "num_points" and SPARSE_FEATURES.get(feature, (None, None))[1] is None:
-        raise ValueError(f"IMPORTANCE=num_points needs a voxel/pillar feature; {feature!r} has no points-per-node count")
+    if importance == "num_points" and count_key is None:
+        raise ValueError(f"IMPORTANCE=num_points needs a voxel/pillar feature with a points-per-node count; "
+                         f"this one has none ({spec})")
     return importance
 
 
@@ -108,13 +108,20 @@ def full_precision(t):
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def sample_nodes(batch_dict, feature, n, importance="auto", teacher_feature=None):
+def sample_nodes(batch_dict, feature, n, importance="auto", teacher_feature=None, spec=None):
     """Top-``n`` nodes per sample of ``feature`` (student) and ``<teacher_feature>_tea`` (teacher;
     ``teacher_feature`` defaults to ``feature``, e.g. another stride level at the same resolution).
 
-    ``n=None`` keeps all nodes. A sample with fewer than ``n`` nodes keeps all it has.
+    ``spec``: the student's :class:`FeatureSpec` of ``feature`` (needed for row features: it names the
+    coordinate and count keys; a 4-D map without one is taken as ``dense_bev``). ``n=None`` keeps all
+    nodes. A sample with fewer than ``n`` nodes keeps all it has.
     """
-    importance = resolve_importance(feature, importance)
+    fs0 = _get(batch_dict, feature, "student feature")
+    if spec is None and fs0.dim() == 4:
+        spec = FeatureSpec(int(fs0.shape[1]), "dense_bev")
+    if spec is None:
+        raise NodeAlignmentError(f"{feature}: a (V, C) feature needs its FeatureSpec (coordinate key); pass spec=")
+    importance = resolve_importance(spec, importance)
     fs = _get(batch_dict, feature, "student feature")
     ft = _get(batch_dict, _teacher_key(teacher_feature or feature), "teacher feature")
     batch_size = int(batch_dict["batch_size"])
@@ -137,12 +144,12 @@ def sample_nodes(batch_dict, feature, n, importance="auto", teacher_feature=None
         coords = torch.stack([cell // w, cell % w], dim=1).to(feat_s.dtype)
         return NodeSample(feat_s, feat_t, score_map[idx].to(feat_s.dtype), coords, ptr)
     if fs.dim() != 2 or ft.dim() != 2:
-        raise NodeAlignmentError(f"{feature}: expected (V, C) or (B, C, H, W) features, got {tuple(fs.shape)} / {tuple(ft.shape)}")
-    if feature not in SPARSE_FEATURES:
-        raise NodeAlignmentError(
-            f"{feature}: unknown sparse feature; known: {sorted(SPARSE_FEATURES)} (see pcdet.kd.nodes.SPARSE_FEATURES)"
-        )
-    coord_key, count_key = SPARSE_FEATURES[feature]
+        raise NodeAlignmentError(f"{feature}: expected (V, C) or (B, C, H, W) features, got {tuple(fs.shape)} / "
+                                 f"{tuple(ft.shape)}")
+    if spec.layout not in ("sparse_rows", "points") or not spec.coord_key:
+        raise NodeAlignmentError(f"{feature}: node sampling of (V, C) rows needs a sparse_rows/points spec with a "
+                                 f"coordinate key, got {spec}")
+    coord_key, count_key = spec.coord_key, spec.count_key
     coords_s = _get(batch_dict, coord_key, "student node coordinates")
     coords_t = batch_dict.get(_teacher_key(coord_key), coords_s)
     if fs.shape[0] != ft.shape[0] or (coords_t is not coords_s and not torch.equal(coords_t, coords_s)):
@@ -174,39 +181,18 @@ def reweight(score, ptr, tau, enabled=True):
     return phi
 
 
-# ------------------------------------------------------------------------------ channel counts
-def _last_out_channels(module):
-    out = None
-    for m in module.modules():
-        if hasattr(m, "out_channels"):
-            out = int(m.out_channels)
-        elif hasattr(m, "num_features") and isinstance(getattr(m, "num_features"), int):
-            out = int(m.num_features)
-    return out
+# ------------------------------------------------------------------------------ feature specs
+def feature_spec(model, feature):
+    """The :class:`FeatureSpec` ``model`` declares for ``feature`` (filled when it was built)."""
+    specs = getattr(model, "feature_specs", None)
+    if not isinstance(specs, dict):
+        raise ValueError(f"{type(model).__name__} declares no feature specs (not built on Model3DTemplate)")
+    if feature not in specs:
+        raise ValueError(f"{type(model).__name__} writes no feature {feature!r}; its modules declare: "
+                         f"{', '.join(sorted(specs))}")
+    return specs[feature]
 
 
-def feature_channels(detector, feature):
-    """Channels of ``feature`` as produced by ``detector`` (known from its modules, no forward)."""
-    vfe = getattr(detector, "vfe", None)
-    to_bev = getattr(detector, "map_to_bev_module", None)
-    bb2d = getattr(detector, "backbone_2d", None)
-    head = getattr(detector, "dense_head", None)
-    if feature in ("pillar_features", "voxel_features") and vfe is not None:
-        return int(vfe.get_output_feature_dim())
-    if feature == "spatial_features" and to_bev is not None:
-        return int(to_bev.num_bev_features)
-    if feature.endswith("_preact"):
-        return feature_channels(detector, feature[: -len("_preact")])
-    if feature == "spatial_features_2d" and bb2d is not None:
-        return int(bb2d.num_bev_features)
-    if feature.startswith("spatial_features_") and feature.endswith("x") and bb2d is not None:
-        stride = feature[len("spatial_features_") : -1]
-        strides = list(getattr(bb2d, "cum_strides", []))
-        if stride.isdigit() and int(stride) in strides:
-            return _last_out_channels(bb2d.blocks[strides.index(int(stride))])
-        raise ValueError(f"{feature}: the 2D backbone has stages at strides {strides} only")
-    if head is not None and feature in ("cls_preds", "box_preds", "dir_cls_preds"):
-        conv = {"cls_preds": "conv_cls", "box_preds": "conv_box", "dir_cls_preds": "conv_dir_cls"}[feature]
-        if getattr(head, conv, None) is not None:
-            return int(getattr(head, conv).out_channels)
-    raise ValueError(f"cannot tell the channel count of {feature!r} for {type(detector).__name__}")
+def feature_channels(model, feature):
+    """Channels of ``feature`` as produced by ``model`` (from its feature specs, no forward)."""
+    return int(feature_spec(model, feature).channels)

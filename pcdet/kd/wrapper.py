@@ -7,7 +7,8 @@ returns for a config with a ``KD`` section), :func:`load_teacher_weights`, :func
 
 Training (``wrapper.train()``): ``forward(batch_dict)`` runs the teacher once (eval mode, no
 gradient) on a shallow copy of the batch and records its outputs under ``<key>_tea``, then each method's optional
-``prepare_student_inputs(batch_dict)``, then the student (which writes its own keys into ``batch_dict``) and every KD method; it returns
+``prepare_student_inputs(batch_dict)``, then the student (which writes its own keys into ``batch_dict``)
+and every KD method; it returns
 ``({'loss': task + sum(kd)}, tb_dict, disp_dict)`` like any detector. Evaluation
 (``wrapper.eval()``): exactly the student's forward (post-processed predictions).
 
@@ -20,12 +21,13 @@ its BatchNorm statistics never change. Training checkpoints hold ``student.*`` a
 :meth:`DistillationWrapper.export_state_dict` is the student alone, loadable with the student
 config (``tools/test.py --cfg_file <student cfg> --ckpt student_epoch_N.pth``).
 
-Teacher keys recorded (when the teacher's modules write them): ``pillar_features_tea``,
-``spatial_features_tea``, ``spatial_features_<s>x_tea``, ``spatial_features_2d_tea``,
-``cls_preds_tea``, ``box_preds_tea``, ``dir_cls_preds_tea``, ``batch_cls_preds_tea``,
-``batch_box_preds_tea``, ..., plus its inputs ``voxel_coords_tea`` and ``voxel_num_points_tea``.
+Teacher keys (one suffix, :mod:`pcdet.kd.keys`): everything the teacher's ``extract_features``
+writes, recorded as ``<key>_tea`` (``pillar_features_tea``, ``spatial_features_2d_tea``,
+``cls_preds_tea``, ``batch_box_preds_tea``, ...), plus its inputs ``voxel_coords_tea`` and
+``voxel_num_points_tea``. A teacher that voxelises differently reads the keys its own voxeliser
+wrote (``KEY_SUFFIX: _tea``; which keys, the data processor says:
+``DataProcessor.keys_with_suffix``), so a teacher of another input kind needs no change here.
 """
-import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -34,12 +36,13 @@ import torch.nn as nn
 
 from pcdet.config import ConfigError
 from pcdet.kd.config import TEACHER_SUFFIX, resolve_ckpt_path, voxeliser_of
+from pcdet.kd.keys import TEA
 from pcdet.kd.methods import build_kd_methods
-from pcdet.models.detectors import build_detector
-from pcdet.models.detectors.detector3d_template import CheckpointMismatchError, check_state_dict_compatible
-
-TEACHER_INPUT_KEYS = ("voxels", "voxel_coords", "voxel_num_points")
-TEA = "_tea"
+from pcdet.models.model_template import (
+    CheckpointMismatchError,
+    load_model_weights,
+    read_checkpoint,
+)
 
 
 class TeacherCheckpointError(RuntimeError):
@@ -71,13 +74,16 @@ class _TeacherDatasetView:
 
 
 class DistillationWrapper(nn.Module):
-    def __init__(self, student, teacher, kd_methods, method_tags=None, teacher_suffix="", teacher_loaded=True):
+    def __init__(self, student, teacher, kd_methods, method_tags=None, teacher_suffix="", teacher_loaded=True,
+                 teacher_input_keys=()):
         super().__init__()
+        self.teacher_input_keys = tuple(teacher_input_keys)  # base keys the teacher reads from '<key>_tea'
         self.student = student
         self.kd_methods = kd_methods if isinstance(kd_methods, nn.ModuleList) else nn.ModuleList(kd_methods)
         self.method_tags = list(method_tags) if method_tags else [f"kd_{i}" for i in range(len(self.kd_methods))]
         self.teacher_suffix = teacher_suffix
         self.teacher_loaded = teacher_loaded
+        self.kd_scale = 1.0  # multiplies the sum of the KD losses (the kd_weight_warmup hook sets it)
         self.teacher_calls = 0
         teacher.requires_grad_(False)
         teacher.eval()
@@ -117,27 +123,15 @@ class DistillationWrapper(nn.Module):
     def module_list(self):
         return self.student.module_list
 
-    def update_global_step(self):
-        self.student.update_global_step()
-
     def export_state_dict(self):
         """The student's weights alone (no adapter, no teacher keys), on the CPU."""
         return {k: v.detach().cpu() for k, v in self.student.state_dict().items()}
 
     def load_params_from_file(self, filename, logger=None, strict=True):
         """Initialise from a wrapper checkpoint (``student.*``/``kd_methods.*`` keys) or a student one."""
-        if not os.path.isfile(filename):
-            raise FileNotFoundError(f"checkpoint not found: {filename}")
-        ckpt = torch.load(filename, map_location="cpu", weights_only=False)
-        state = ckpt.get("model_state", ckpt)
-        if is_wrapper_state(state):
-            check_state_dict_compatible(self.state_dict(), state, filename, strict=strict)
-            self.load_state_dict(state, strict=strict)
-        else:
-            check_state_dict_compatible(self.student.state_dict(), state, filename, strict=strict)
-            self.student.load_state_dict(state, strict=strict)
-        if logger is not None:
-            logger.info(f"loaded {len(state)} tensors from {filename}")
+        ckpt, state = read_checkpoint(filename)
+        target = self if is_wrapper_state(state) else self.student
+        load_model_weights(target, state, filename, strict=strict, logger=logger)
         return ckpt
 
     # ------------------------------------------------------------------ running
@@ -145,22 +139,21 @@ class DistillationWrapper(nn.Module):
         """Teacher forward (eval, no grad) on a shallow copy; its outputs land under ``<key>_tea``."""
         view = dict(batch_dict)
         if self.teacher_suffix:
-            missing = [k + self.teacher_suffix for k in TEACHER_INPUT_KEYS if k + self.teacher_suffix not in batch_dict]
+            missing = [k + self.teacher_suffix for k in self.teacher_input_keys if k + self.teacher_suffix not in batch_dict]
             if missing:
                 raise TeacherInputError(
                     f"the teacher voxelises differently from the student and reads {missing}, which the batch lacks; "
                     f"the data config needs a transform_points_to_voxels step with KEY_SUFFIX {self.teacher_suffix!r} "
                     f"(load the KD config with pcdet.train_utils.experiment.load_experiment_cfg, which adds it)"
                 )
-            for k in TEACHER_INPUT_KEYS:
+            for k in self.teacher_input_keys:
                 view[k] = batch_dict[k + self.teacher_suffix]
         inputs = {k: view[k] for k in view}
         teacher = self.teacher
         if teacher.training:  # e.g. someone called teacher.train() directly
             teacher.eval()
         with torch.no_grad():
-            for module in teacher.module_list:
-                view = module(view)
+            view = teacher.extract_features(view)
         self.teacher_calls += 1
         for key, val in view.items():
             if key in inputs and inputs[key] is val:
@@ -196,6 +189,9 @@ class DistillationWrapper(nn.Module):
             tb_dict[tag] = float(loss.detach())
             for key, val in (method_tb or {}).items():
                 tb_dict[f"{tag}/{key}"] = val
+        if self.kd_scale != 1.0:
+            kd_total = kd_total * self.kd_scale
+            tb_dict["kd_scale"] = float(self.kd_scale)
         tb_dict["loss_task"] = float(task.detach())
         tb_dict["loss_kd"] = float(kd_total.detach())
         disp_dict["loss_kd"] = f"{float(kd_total.detach()):.4f}"
@@ -226,19 +222,10 @@ def load_student_weights(model, filename, logger=None):
     checkpoint, or the student inside a KD training checkpoint. What ``tools/test.py`` uses, so a KD
     config and its training checkpoints evaluate the student without building the teacher. The
     strict shape/key check names the first key that does not fit."""
-    if not os.path.isfile(filename):
-        raise FileNotFoundError(f"checkpoint not found: {filename}")
-    ckpt = torch.load(filename, map_location="cpu", weights_only=False)
-    state = ckpt.get("model_state", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise CheckpointMismatchError(f"{filename}: not a checkpoint (expected a state dict or {{'model_state': ...}})")
+    ckpt, state = read_checkpoint(filename)
     wrapper = is_wrapper_state(state)
-    state = student_state_dict(state)
-    check_state_dict_compatible(model.state_dict(), state, filename + (" (its student.* tensors)" if wrapper else ""))
-    model.load_state_dict(state, strict=True)
-    if logger is not None:
-        what = "the student of the KD checkpoint" if wrapper else "checkpoint"
-        logger.info(f"loaded {len(state)} tensors ({what}) from {filename}")
+    load_model_weights(model, student_state_dict(state), filename + (" (its student.* tensors)" if wrapper else ""),
+                       logger=logger, what="the student of the KD checkpoint" if wrapper else "checkpoint")
     return ckpt
 
 
@@ -252,12 +239,11 @@ def load_teacher_weights(teacher, ckpt_path):
     path = resolve_ckpt_path(ckpt_path)
     if not path.is_file():
         raise TeacherCheckpointError(f"KD.TEACHER.CKPT / --teacher_ckpt: file not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    state = ckpt.get("model_state", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise TeacherCheckpointError(f"{path}: not a checkpoint (expected a state dict or {{'model_state': ...}})")
-    check_state_dict_compatible(teacher.state_dict(), state, f"teacher checkpoint {path} (KD.TEACHER.MODEL)")
-    teacher.load_state_dict(state, strict=True)
+    try:
+        _, state = read_checkpoint(str(path))
+    except CheckpointMismatchError as err:
+        raise TeacherCheckpointError(str(err)) from None
+    load_model_weights(teacher, state, f"teacher checkpoint {path} (KD.TEACHER.MODEL)")
     return teacher
 
 
@@ -321,9 +307,11 @@ def build_kd_network(model_cfg, num_class, dataset, kd_cfg):
     t_classes = teacher_cfg.get("CLASS_NAMES", None)
     if t_classes is not None and list(t_classes) != list(dataset.class_names):
         raise ConfigError(f"KD.TEACHER.CLASS_NAMES {list(t_classes)} differ from the dataset's {list(dataset.class_names)}")
-    student = build_detector(model_cfg=model_cfg, num_class=num_class, dataset=dataset)
+    from pcdet.models import build_model
+
+    student = build_model(model_cfg, num_class, dataset)
     suffix, teacher_dataset = _teacher_input(dataset, kd_cfg)
-    teacher = build_detector(model_cfg=teacher_cfg.MODEL, num_class=num_class, dataset=teacher_dataset)
+    teacher = build_model(teacher_cfg.MODEL, num_class, teacher_dataset)
     ckpt = teacher_cfg.get("CKPT", None)
     if ckpt:
         load_teacher_weights(teacher, ckpt)
@@ -336,8 +324,11 @@ def build_kd_network(model_cfg, num_class, dataset, kd_cfg):
     if not methods_cfg:
         raise ConfigError("KD.METHODS must list at least one method")
     methods = build_kd_methods(methods_cfg, student, teacher)
+    keys = dataset.data_processor.keys_with_suffix.get(suffix, ()) if suffix else ()
+    if suffix and not keys:
+        raise ConfigError(f"the teacher reads '{suffix}' inputs but no data processor step writes any")
     return DistillationWrapper(student, teacher, methods, _method_tags(methods_cfg), teacher_suffix=suffix,
-                               teacher_loaded=bool(ckpt))
+                               teacher_loaded=bool(ckpt), teacher_input_keys=keys)
 
 
 __all__ = ["DistillationWrapper", "build_kd_network", "load_teacher_weights", "load_student_weights",

@@ -14,7 +14,7 @@ def load_experiment_cfg(cfg_file, set_cfgs=None):
     A ``KD`` section is resolved around the overrides (:mod:`pcdet.kd.config`): before them,
     ``KD.TEACHER.CFG_FILE`` (relative to ``cfg_file``'s folder) is loaded into ``KD.TEACHER``;
     after them, the section is checked and a teacher that voxelises differently from the student
-    gets its own ``KEY_SUFFIX: _teacher`` voxeliser in ``DATA_CONFIG.DATA_PROCESSOR``.
+    gets its own ``KEY_SUFFIX: _tea`` voxeliser in ``DATA_CONFIG.DATA_PROCESSOR``.
     """
     cfg = cfg_from_yaml_file(cfg_file)
     if "KD" in cfg:

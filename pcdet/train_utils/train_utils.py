@@ -1,13 +1,15 @@
 """The epoch loop: seeding, forward/backward, gradient clipping, NaN guard, checkpoints, logging.
 
 The loop only knows ``model(batch_dict) -> ({'loss': loss}, tb_dict, disp_dict)``; a distillation
-wrapper is just another model. Every epoch starts from RNG states derived from ``(seed, epoch)``,
+wrapper is just another model. Everything else that happens during training (periodic evaluation,
+the best checkpoint, a KD-weight warm-up) is a hook (:mod:`pcdet.train_utils.hooks`), called
+before training, after every step and after every epoch (once its checkpoint is written). Every
+epoch starts from RNG states derived from ``(seed, epoch)``,
 so a run resumed from the checkpoint of epoch ``e`` replays epochs ``e+1..`` exactly as an
 uninterrupted run would.
 """
 import glob
 import json
-import math
 import os
 import random
 import time
@@ -18,6 +20,7 @@ import torch
 import tqdm
 
 from pcdet.models import load_data_to_device
+from pcdet.train_utils.hooks import TrainState, run_hooks
 
 
 class NonFiniteLossError(RuntimeError):
@@ -75,10 +78,9 @@ def load_checkpoint_for_resume(path, model, optimizer, scheduler, logger=None):
     for key in ("model_state", "optimizer_state", "scheduler_state", "epoch"):
         if key not in ckpt or ckpt[key] is None:
             raise KeyError(f"{path}: not a resumable training checkpoint (no {key!r})")
-    from pcdet.models.detectors.detector3d_template import check_state_dict_compatible
+    from pcdet.models.model_template import load_model_weights
 
-    check_state_dict_compatible(unwrap(model).state_dict(), ckpt["model_state"], str(path))
-    unwrap(model).load_state_dict(ckpt["model_state"])
+    load_model_weights(unwrap(model), ckpt["model_state"], str(path))  # strict; legacy step counters ignored
     optimizer.load_state_dict(ckpt["optimizer_state"])
     scheduler.load_state_dict(ckpt["scheduler_state"])
     if logger is not None:
@@ -94,7 +96,7 @@ def latest_checkpoint(ckpt_dir):
 
 
 def train_one_epoch(model, optimizer, loader, scheduler, accumulated_iter, grad_norm_clip, device, epoch,
-                    tb_log=None, progress=True, rank=0, last_good_ckpt=None, amp_dtype=None):
+                    tb_log=None, progress=True, rank=0, last_good_ckpt=None, amp_dtype=None, hooks=(), state=None):
     model.train()
     bar = tqdm.tqdm(total=len(loader), desc=f"epoch {epoch + 1} iterations", leave=False, dynamic_ncols=True,
                     disable=not progress or rank != 0)
@@ -124,6 +126,9 @@ def train_one_epoch(model, optimizer, loader, scheduler, accumulated_iter, grad_
                 tb_log.add_scalar("train/" + key, val, accumulated_iter)
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", refresh=False)  # redraws follow mininterval
         bar.update()
+        if hooks:
+            state.accumulated_iter = accumulated_iter
+            run_hooks(hooks, "after_step", state)
     bar.close()
     return accumulated_iter
 
@@ -170,11 +175,21 @@ def record_run_info(path, **info):
 
 def train_model(model, optimizer, train_loader, scheduler, start_epoch, total_epochs, start_iter, ckpt_dir, *,
                 seed, device, grad_norm_clip, sampler=None, tb_log=None, logger=None, rank=0,
-                ckpt_save_interval=1, max_ckpt_save_num=50, progress=True, stop_after_epoch=None, amp_dtype=None):
+                ckpt_save_interval=1, max_ckpt_save_num=50, progress=True, stop_after_epoch=None, amp_dtype=None,
+                hooks=(), state=None):
     """Train epochs ``start_epoch..total_epochs-1``; checkpoint ``checkpoint_epoch_{e+1}.pth`` after each.
 
-    ``stop_after_epoch`` ends the run early (used to simulate an interruption in tests).
+    ``hooks`` (:mod:`pcdet.train_utils.hooks`) see ``state`` (a :class:`TrainState`; one is made from
+    these arguments when not given). ``stop_after_epoch`` ends the run early (used to simulate an
+    interruption in tests).
     """
+    hooks = list(hooks)
+    if state is None:
+        state = TrainState(model=model)
+    state.optimizer, state.scheduler, state.total_epochs = optimizer, scheduler, total_epochs
+    state.epoch, state.accumulated_iter, state.ckpt_dir = start_epoch, start_iter, Path(ckpt_dir)
+    state.logger, state.tb_log, state.rank = logger, tb_log, rank
+    run_hooks(hooks, "before_train", state)
     accumulated_iter = start_iter
     last_ckpt = latest_checkpoint(ckpt_dir) if rank == 0 else None
     # the whole run: epochs done, elapsed and ETA (the inner bar shows iterations, loss and lr)
@@ -185,7 +200,8 @@ def train_model(model, optimizer, train_loader, scheduler, start_epoch, total_ep
         t_epoch, iter_before = time.perf_counter(), accumulated_iter
         accumulated_iter = train_one_epoch(
             model, optimizer, train_loader, scheduler, accumulated_iter, grad_norm_clip, device, epoch,
-            tb_log=tb_log, progress=progress, rank=rank, last_good_ckpt=last_ckpt, amp_dtype=amp_dtype,
+            tb_log=tb_log, progress=progress, rank=rank, last_good_ckpt=last_ckpt, amp_dtype=amp_dtype, hooks=hooks,
+            state=state,
         )
         trained = epoch + 1
         epochs_bar.update()
@@ -205,11 +221,11 @@ def train_model(model, optimizer, train_loader, scheduler, start_epoch, total_ep
             if logger is not None:
                 logger.info(f"epoch {trained}/{total_epochs} done in {time.perf_counter() - t_epoch:.1f} s, "
                             f"checkpoint {last_ckpt}")
+        state.epoch, state.accumulated_iter = trained, accumulated_iter
+        run_hooks(hooks, "after_epoch", state)
         if stop_after_epoch is not None and trained >= stop_after_epoch:
             break
     epochs_bar.close()
     return accumulated_iter
 
 
-def steps_per_epoch(num_samples, batch_size, drop_last=False):
-    return num_samples // batch_size if drop_last else math.ceil(num_samples / batch_size)

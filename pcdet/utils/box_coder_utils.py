@@ -14,7 +14,13 @@ is ``atan2`` of the decoded sine and cosine, i.e. wrapped to (-pi, pi]).
 """
 import torch
 
+from pcdet.utils.registry import Registry
 
+#: ``TARGET_ASSIGNER_CONFIG.BOX_CODER`` -> box coder class
+BOX_CODERS = Registry("box_coder", "MODEL.DENSE_HEAD.TARGET_ASSIGNER_CONFIG.BOX_CODER: box encodings")
+
+
+@BOX_CODERS.register()
 class ResidualCoder:
     """Residual box coder; ``code_size`` counts the encoded values (7 + extras, +1 with sincos)."""
 

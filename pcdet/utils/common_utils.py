@@ -23,14 +23,10 @@ def rotate_points_along_z(points, angle):
         out = points.copy()
         out[:, :, 0:3] = np.matmul(points[:, :, 0:3], rot.astype(points.dtype))
         return out
-    is_numpy = False
-    pts = points
-    ang = torch.from_numpy(np.asarray(angle)) if is_numpy else angle
-    cosa, sina = torch.cos(ang), torch.sin(ang)
-    zeros, ones = ang.new_zeros(pts.shape[0]), ang.new_ones(pts.shape[0])
-    rot = torch.stack((cosa, sina, zeros, -sina, cosa, zeros, zeros, zeros, ones), dim=1).view(-1, 3, 3).to(pts.dtype)
-    out = torch.cat((torch.matmul(pts[:, :, 0:3], rot), pts[:, :, 3:]), dim=-1)
-    return out.numpy() if is_numpy else out
+    cosa, sina = torch.cos(angle), torch.sin(angle)
+    zeros, ones = angle.new_zeros(points.shape[0]), angle.new_ones(points.shape[0])
+    rot = torch.stack((cosa, sina, zeros, -sina, cosa, zeros, zeros, zeros, ones), dim=1).view(-1, 3, 3).to(points.dtype)
+    return torch.cat((torch.matmul(points[:, :, 0:3], rot), points[:, :, 3:]), dim=-1)
 
 
 def set_random_seed(seed):

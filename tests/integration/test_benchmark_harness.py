@@ -7,6 +7,7 @@ import pytest
 
 from benchmark import harness, registry
 from benchmark.experiments import ExperimentError, RealData
+from pcdet.datasets.kitti.kitti_dataset import KittiDataset
 from pcdet.utils.paths import REPO_ROOT
 
 TABLE = """
@@ -72,7 +73,7 @@ def test_smoke_run_fills_every_cell_caches_and_resumes(tmp_path, monkeypatch):
 
 def test_paper_preset_refuses_to_start_without_the_dataset(tmp_path, monkeypatch):
     with pytest.raises(ExperimentError, match=r"real KITTI dataset at .*missing"):
-        RealData(tmp_path / "kitti").check()
+        RealData(tmp_path / "kitti", KittiDataset).check()
     import pcdet.datasets.dataset as ds
 
     monkeypatch.setattr(ds, "resolve_data_path", lambda p: tmp_path / "no_kitti_here")

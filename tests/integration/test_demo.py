@@ -3,7 +3,7 @@ CSV and PNGs (mAP vs GMACs, bird's-eye views), every output labelled as measured
 synthetic dataset; trainings show live progress and keep readable logs that name the precision."""
 import csv
 
-from pcdet import demo
+from benchmark import demo
 
 
 def test_demo_pipeline_tiny(tmp_path, capsys):

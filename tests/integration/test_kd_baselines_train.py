@@ -18,10 +18,10 @@ from pcdet.utils.paths import REPO_ROOT
 
 RANGE = "[0, -12.8, -3, 25.6, 12.8, 1]"
 BASELINES = ["hinton", "fitnet", "attention_transfer", "similarity_preserving", "crd", "overhaul", "zhang_ma",
-             "sessd", "multiframe", "sparsekd", "pvd", "paint_and_distill"]
+             "sessd", "multiframe", "sparsekd", "pvd_det", "paint_and_distill"]
 #: per method, a tb key that must be positive at least once (the method's non-trivial path ran)
 ACTIVE = {"sessd": "kd_sessdconsistency/pairs", "sparsekd": "kd_sparsekd/label_kd_boxes",
-          "crd": "kd_crd_spatial_features_2d/instances", "pvd": "kd_pvd/supervoxels"}
+          "crd": "kd_crd_spatial_features_2d/instances", "pvd_det": "kd_pvddet/supervoxels"}
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

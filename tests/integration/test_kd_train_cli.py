@@ -18,7 +18,7 @@ KD_REL = os.path.join("kd_cfgs", "kitti", "pointpillar_4x_pointdistiller.yaml")
 
 @pytest.fixture(scope="module")
 def kitti_kd_setup(tmp_path_factory):
-    from tests.conftest import _require
+    from tests.helpers import require_realdata as _require
 
     real = _require("kitti")
     tmp = tmp_path_factory.mktemp("kdcli")

@@ -61,7 +61,7 @@ def test_resume_reproduces_uninterrupted_run(tiny_data, tmp_path):
     mb = json.loads((resumed_dir / "eval" / "epoch_2" / "val" / "metrics.json").read_text())
     assert ma["metrics"] == mb["metrics"] and ma["recall"] == mb["recall"]
     assert ma["num_detections"] == mb["num_detections"]
-    from pcdet.datasets.kitti.kitti_dataset import SYNTHETIC_MANIFEST
+    from pcdet.datasets.dataset import SYNTHETIC_MANIFEST
     from pcdet.datasets.synthetic.writers import MANIFEST_NAME
 
     assert SYNTHETIC_MANIFEST == MANIFEST_NAME

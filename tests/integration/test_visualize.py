@@ -21,7 +21,7 @@ CFG = REPO_ROOT / "tools" / "cfgs" / "kitti_models" / "pointpillar.yaml"
 
 @pytest.fixture(scope="module")
 def kitti_infos(tmp_path_factory):
-    from tests.conftest import _require
+    from tests.helpers import require_realdata as _require
 
     real = _require("kitti")
     infos = tmp_path_factory.mktemp("vis_infos")

@@ -50,7 +50,7 @@ def test_unknown_keys_and_metrics_are_errors_naming_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"x.yaml.*unknown metric 'bev_mAP'"):
         registry.load_table(bad)
     bad.write_text("ID: x\nTITLE: t\nPAPER_SOURCE: s\nTASK: detection\nDATASET: kitti\nROWZ: []\nROWS: [{NAME: a}]\n")
-    with pytest.raises(registry.RegistryError, match=r"x.yaml: unknown key\(s\) \['ROWZ'\]"):
+    with pytest.raises(registry.RegistryError, match=r"x.yaml: unknown config key\(s\) 'ROWZ' \(did you mean ROWS\?\)"):
         registry.load_table(bad)
 
 
@@ -103,7 +103,8 @@ def test_paper_preset_carries_the_papers_settings_exactly(tables, paper):
             procs = {p.NAME: p for p in cfg.DATA_CONFIG.DATA_PROCESSOR}
             assert procs["shuffle_points"].SHUFFLE_ENABLED["train"] is True
             if row.get("KD"):
-                assert cfg.KD.TEACHER.MODEL.VFE.NUM_FILTERS == [64] and list(cfg.KD.TEACHER.MODEL.BACKBONE_2D.LAYER_NUMS) == [3, 5, 5]
+                teacher = cfg.KD.TEACHER.MODEL
+                assert teacher.VFE.NUM_FILTERS == [64] and list(teacher.BACKBONE_2D.LAYER_NUMS) == [3, 5, 5]
             if (row.get("KD") or "").startswith("pointdistiller"):
                 pd = cfg.KD.METHODS[0]
                 assert pd.NAME == "PointDistiller" and pd.FEATURE == "pillar_features" and pd.IMPORTANCE == "num_points"

@@ -4,7 +4,7 @@ import torch
 
 from pcdet.models import build_network
 from pcdet.models.model_utils.inference_utils import fold_batchnorm_, prepare_for_inference
-from tests.unit.test_pointpillar import _batch, _fake_dataset, _small_cfg
+from tests.helpers import fake_dataset, pillar_batch, small_cfg
 
 
 def _module_outputs(model, batch):
@@ -18,8 +18,8 @@ def _module_outputs(model, batch):
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_prepared_model_matches_eval_model(channels_last):
     torch.manual_seed(0)
-    cfg = _small_cfg("pointpillar_16x.yaml")
-    ds = _fake_dataset(cfg)
+    cfg = small_cfg("pointpillar_16x.yaml")
+    ds = fake_dataset(cfg)
     model = build_network(cfg.MODEL, 3, ds)
     for m in model.modules():  # non-trivial BatchNorm statistics and affine parameters
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -28,7 +28,7 @@ def test_prepared_model_matches_eval_model(channels_last):
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
     model.eval()
-    batch = _batch(ds.data_processor.grid_size)
+    batch = pillar_batch(ds.data_processor.grid_size)
     ref = _module_outputs(model, batch)
     fast = prepare_for_inference(model, channels_last=channels_last)
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fast.modules())
@@ -39,7 +39,7 @@ def test_prepared_model_matches_eval_model(channels_last):
 
 
 def test_folding_refuses_training_mode():
-    cfg = _small_cfg("pointpillar_16x.yaml")
-    model = build_network(cfg.MODEL, 3, _fake_dataset(cfg))
+    cfg = small_cfg("pointpillar_16x.yaml")
+    model = build_network(cfg.MODEL, 3, fake_dataset(cfg))
     with pytest.raises(RuntimeError, match="eval"):
         fold_batchnorm_(model.train())

@@ -12,22 +12,22 @@ import numpy as np
 import pytest
 import torch
 
-from pcdet.kd.methods import METHODS
+from pcdet.kd.methods import KD_METHODS as METHODS
 from pcdet.kd.methods.crd import nce_loss
 from pcdet.kd.methods.overhaul import bn_margin
-from pcdet.kd.methods.pvd import difficulty_weights
+from pcdet.kd.methods.pvd_det import difficulty_weights
 from pcdet.kd.methods.sparsekd import teacher_label_boxes
 from pcdet.models import build_network
 from pcdet.models.detectors import build_detector
 from pcdet.ops.iou3d_nms import boxes_bev_iou_cpu
 from pcdet.train_utils.experiment import load_experiment_cfg
 from pcdet.utils.paths import REPO_ROOT
-from test_kd_wrapper import fake_dataset, random_batch  # the KD tests' small dataset view and pillar batch
+from tests.helpers import fake_dataset, random_batch
 
 SMALL_RANGE = "[0, -5.12, -3, 10.24, 5.12, 1]"
 PCR = np.array([0, -5.12, -3, 10.24, 5.12, 1], dtype=np.float64)
 TWELVE = ["HintonKD", "FitNet", "AttentionTransfer", "SimilarityPreserving", "CRD", "Overhaul", "ZhangMa",
-          "SESSDConsistency", "MultiFrameConsistency", "SparseKD", "PVD", "PaintAndDistill"]
+          "SESSDConsistency", "MultiFrameConsistency", "SparseKD", "PVDDet", "PaintAndDistill"]
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -348,7 +348,7 @@ def test_pvd_difficulty_weights_and_output_terms(tmp_path):
         f = 4 * math.exp(-2 * int(n_minor[i])) + 1
         want = (1 / f) * (float(dist[i]) / 40.0) * (1 / 4) * bool(nonempty[i])
         assert float(got[i]) == pytest.approx(want, rel=1e-9)
-    m, batch, _ = run(tmp_path, "pvd")
+    m, batch, _ = run(tmp_path, "pvd_det")
     zs, zt = _np(batch["cls_preds"]), _np(batch["cls_preds_tea"])
     b, h, w, _ = zs.shape
     ps, pt = sigmoid(zs), sigmoid(zt)
@@ -368,7 +368,7 @@ def test_pvd_difficulty_weights_and_output_terms(tmp_path):
 
 def test_pvd_affinity_term_transcribed_with_one_supervoxel(tmp_path):
     # one supervoxel = the whole map, K = 1: the drawn block is deterministic
-    m, batch, _ = run(tmp_path, "pvd", SUPERVOXELS=[1, 1], K=1, N_P=400, N_V=2000)
+    m, batch, _ = run(tmp_path, "pvd_det", SUPERVOXELS=[1, 1], K=1, N_P=400, N_V=2000)
     fs, ft = _np(batch["spatial_features_2d"]), _np(batch["spatial_features_2d_tea"])
     ps, pt = _np(batch["pillar_features"]), _np(batch["pillar_features_tea"])
     coords = _np(batch["voxel_coords"]).astype(int)

@@ -34,7 +34,7 @@ def _dataset_view(cfg, training=False):
 BASELINE_CLASSES = {
     "hinton": "HintonKD", "fitnet": "FitNet", "attention_transfer": "AttentionTransfer",
     "similarity_preserving": "SimilarityPreserving", "crd": "CRD", "overhaul": "Overhaul", "zhang_ma": "ZhangMa",
-    "sessd": "SESSDConsistency", "multiframe": "MultiFrameConsistency", "sparsekd": "SparseKD", "pvd": "PVD",
+    "sessd": "SESSDConsistency", "multiframe": "MultiFrameConsistency", "sparsekd": "SparseKD", "pvd_det": "PVDDet",
     "paint_and_distill": "PaintAndDistill",
 }
 
@@ -102,10 +102,10 @@ def _kd_cfg(extra=()):
 
 def test_differently_voxelising_teacher_gets_its_own_voxeliser():
     cfg = _kd_cfg()
-    assert voxeliser_of(cfg.DATA_CONFIG, "_teacher") is None
+    assert voxeliser_of(cfg.DATA_CONFIG, "_tea") is None
     voxeliser_of(cfg.KD.TEACHER.DATA_CONFIG).VOXEL_SIZE = [0.32, 0.32, 4]
     finalize_kd_cfg(cfg)
-    step = voxeliser_of(cfg.DATA_CONFIG, "_teacher")
+    step = voxeliser_of(cfg.DATA_CONFIG, "_tea")
     assert step is not None and step.VOXEL_SIZE == [0.32, 0.32, 4] and step.MAX_POINTS_PER_VOXEL == 32
     assert voxeliser_of(cfg.DATA_CONFIG).VOXEL_SIZE == [0.16, 0.16, 4]
     n_steps = len(cfg.DATA_CONFIG.DATA_PROCESSOR)
@@ -114,7 +114,7 @@ def test_differently_voxelising_teacher_gets_its_own_voxeliser():
     # a different voxel budget alone also needs the teacher's own voxels
     cfg2 = _kd_cfg()
     voxeliser_of(cfg2.KD.TEACHER.DATA_CONFIG).MAX_NUMBER_OF_VOXELS = {"train": 100, "test": 200}
-    assert voxeliser_of(finalize_kd_cfg(cfg2).DATA_CONFIG, "_teacher").MAX_NUMBER_OF_VOXELS == {"train": 100, "test": 200}
+    assert voxeliser_of(finalize_kd_cfg(cfg2).DATA_CONFIG, "_tea").MAX_NUMBER_OF_VOXELS == {"train": 100, "test": 200}
     # another point cloud range cannot be served from the student's cropped points
     cfg3 = _kd_cfg()
     cfg3.KD.TEACHER.DATA_CONFIG.POINT_CLOUD_RANGE = [0, -10.24, -3, 10.24, 10.24, 1]
@@ -143,27 +143,28 @@ def test_teacher_reads_its_own_voxels_and_missing_ones_are_an_error(tmp_path):
     voxeliser_of(cfg.KD.TEACHER.DATA_CONFIG).VOXEL_SIZE = [0.32, 0.32, 4]
     finalize_kd_cfg(cfg)
     data = _TinySet(cfg)
-    assert set(data.data_processor.voxel_settings) == {"", "_teacher"}
+    assert set(data.data_processor.voxel_settings) == {"", "_tea"}  # one teacher suffix for inputs and outputs
+    assert data.data_processor.keys_with_suffix["_tea"] == ["voxels", "voxel_coords", "voxel_num_points"]
     batch = data.collate_batch([data.sample(0), data.sample(1)])
-    assert batch["voxels_teacher"].shape[0] < batch["voxels"].shape[0]  # coarser pillars
+    assert batch["voxels_tea"].shape[0] < batch["voxels"].shape[0]  # coarser pillars
     load_data_to_device(batch, torch.device("cpu"))
     torch.manual_seed(0)
     teacher = build_network(cfg.KD.TEACHER.MODEL, 3, _dataset_view(cfg))
     torch.save({"model_state": {k: v for k, v in teacher.state_dict().items()}}, tmp_path / "t.pth")
     cfg.KD.TEACHER.CKPT = str(tmp_path / "t.pth")
     model = build_network(cfg.MODEL, 3, data, kd_cfg=cfg.KD)
-    assert model.teacher_suffix == "_teacher"
+    assert model.teacher_suffix == "_tea"
     assert model.teacher.map_to_bev_module.nx == 32 and model.student.map_to_bev_module.nx == 64  # 10.24 m / 0.32, 0.16
     model.train()
     ret, tb, _ = model(dict(batch))
     assert torch.isfinite(ret["loss"]) and tb["kd_featurekd_spatial_features_4x"] > 0
     b = dict(batch)
     model(b)
-    assert b["pillar_features_tea"].shape[0] == batch["voxels_teacher"].shape[0]
+    assert b["pillar_features_tea"].shape[0] == batch["voxels_tea"].shape[0]
     assert b["pillar_features"].shape[0] == batch["voxels"].shape[0]
-    assert torch.equal(b["voxel_coords_tea"], batch["voxel_coords_teacher"])
-    missing = {k: v for k, v in batch.items() if not k.endswith("_teacher")}
-    with pytest.raises(TeacherInputError, match="voxels_teacher"):
+    assert torch.equal(b["voxel_coords_tea"], batch["voxel_coords_tea"])
+    missing = {k: v for k, v in batch.items() if k not in ("voxels_tea", "voxel_coords_tea", "voxel_num_points_tea")}
+    with pytest.raises(TeacherInputError, match="voxels_tea"):
         model(missing)
 
 

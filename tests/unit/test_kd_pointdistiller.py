@@ -10,19 +10,24 @@ from easydict import EasyDict
 import pcdet.kd.methods.pointdistiller as pd_module
 from pcdet.config import ConfigError, ConfigKeyError
 from pcdet.kd.graph_ops import EdgeGraph, graph_distill_loss
-from pcdet.kd.methods import METHODS, build_kd_methods
+from pcdet.kd.methods import KD_METHODS as METHODS, build_kd_methods
 from pcdet.kd.nodes import reweight, sample_nodes
+from pcdet.models.model_template import FeatureSpec
 
 C_S, C_T = 4, 8
+#: what PillarVFE declares for its output (the layout and keys sample_nodes reads)
+PILLARS = FeatureSpec(C_S, "sparse_rows", coord_key="voxel_coords", count_key="voxel_num_points")
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def detector(c, stride_blocks=None):
-    blocks = stride_blocks or {}
-    return SimpleNamespace(vfe=SimpleNamespace(get_output_feature_dim=lambda: c),
-                           backbone_2d=SimpleNamespace(cum_strides=list(blocks), blocks=[nn.Conv2d(1, blocks[s], 1) for s in blocks]))
+    """A stand-in model: only the feature specs its modules would declare."""
+    specs = {"pillar_features": FeatureSpec(c, "sparse_rows", coord_key="voxel_coords", count_key="voxel_num_points")}
+    for stride, channels in (stride_blocks or {}).items():
+        specs[f"spatial_features_{stride}x"] = FeatureSpec(channels, "dense_bev", stride=stride)
+    return SimpleNamespace(feature_specs=specs)
 
 
 def method(**cfg):
@@ -56,7 +61,7 @@ def test_registry_and_options_are_checked():
 
 def test_top_n_per_sample_by_points_with_position_tie_break():
     batch = pillar_batch(sizes=(40, 25))
-    nodes = sample_nodes(batch, "pillar_features", 30, "num_points")
+    nodes = sample_nodes(batch, "pillar_features", 30, "num_points", spec=PILLARS)
     assert nodes.ptr == [0, 30, 55]  # sample 1 has fewer than N: all of its 25 pillars
     coords, counts = batch["voxel_coords"], batch["voxel_num_points_tea"]
     s0 = counts[:40]
@@ -119,7 +124,7 @@ def test_reweighting_off_means_uniform_phi_and_on_follows_the_softmax():
     torch.manual_seed(0)
     m = method(REWEIGHT=False, TAU=None)
     loss, _ = m(batch)
-    nodes = sample_nodes(batch, "pillar_features", 30, "num_points")
+    nodes = sample_nodes(batch, "pillar_features", 30, "num_points", spec=PILLARS)
     nbr, kcnt = pd_module.knn_per_sample(nodes.feat_t, nodes.ptr, 6)
     uniform = graph_distill_loss(nodes.feat_t, nodes.feat_s, EdgeGraph(nbr, kcnt), m.adapter_t, m.adapter_s,
                                  torch.ones(nodes.num_nodes))
@@ -139,7 +144,7 @@ def test_local_distillation_off_is_reweighted_adapted_feature_distillation():
     m = method(LOCAL_DISTILLATION=False, K=None)
     assert not hasattr(m, "adapter_t") and isinstance(m.adapter_s, nn.Linear)
     loss, tb = m(batch)
-    nodes = sample_nodes(batch, "pillar_features", 30, "num_points")
+    nodes = sample_nodes(batch, "pillar_features", 30, "num_points", spec=PILLARS)
     phi = reweight(nodes.score, nodes.ptr, 0.5)
     expected = 2.0 * (phi.unsqueeze(1) * (m.adapter_s(nodes.feat_s) - nodes.feat_t) ** 2).mean()
     assert abs(loss.item() - expected.item()) <= 1e-6 * abs(expected.item())
@@ -182,8 +187,10 @@ def test_feature_kd_dense_all_cells_and_sampled_nodes():
     fs = torch.randn(2, C_S, 6, 5, generator=g).requires_grad_(True)
     ft = torch.randn(2, C_T, 6, 5, generator=g)
     batch = {"batch_size": 2, "spatial_features_2x": fs, "spatial_features_2x_tea": ft}
-    make = lambda **kw: build_kd_methods([EasyDict({"NAME": "FeatureKD", "WEIGHT": 3.0, "FEATURE": "spatial_features_2x", **kw})],
-                                         detector(C_S, {2: C_S}), detector(C_T, {2: C_T}))[0]
+    def make(**kw):
+        cfg = EasyDict({"NAME": "FeatureKD", "WEIGHT": 3.0, "FEATURE": "spatial_features_2x", **kw})
+        return build_kd_methods([cfg], detector(C_S, {2: C_S}), detector(C_T, {2: C_T}))[0]
+
     m = make()
     loss, tb = m(batch)
     pred = torch.einsum("oc,bchw->bohw", m.adapter.weight, fs) + m.adapter.bias.view(1, -1, 1, 1)

@@ -1,8 +1,6 @@
 """DistillationWrapper: frozen teacher, gradients, teacher runs once, checkpoints and exports."""
-import numpy as np
 import pytest
 import torch
-from easydict import EasyDict
 
 from pcdet.kd.wrapper import DistillationWrapper, TeacherCheckpointError
 from pcdet.models import build_network
@@ -11,6 +9,7 @@ from pcdet.models.detectors.detector3d_template import CheckpointMismatchError
 from pcdet.train_utils.experiment import load_experiment_cfg
 from pcdet.train_utils.optimization import build_optimizer
 from pcdet.utils.paths import REPO_ROOT
+from tests.helpers import fake_dataset, random_batch
 
 KD_CFG = REPO_ROOT / "kd_cfgs" / "kitti" / "pointpillar_16x_pointdistiller.yaml"
 SMALL_RANGE = "[0, -5.12, -3, 10.24, 5.12, 1]"
@@ -25,32 +24,6 @@ def small_kd_cfg(extra=()):
     return load_experiment_cfg(KD_CFG, ["DATA_CONFIG.POINT_CLOUD_RANGE", SMALL_RANGE,
                                         "KD.TEACHER.DATA_CONFIG.POINT_CLOUD_RANGE", SMALL_RANGE,
                                         "KD.METHODS", METHODS, *extra])
-
-
-def fake_dataset(cfg, training=True):
-    pc_range = np.array(cfg.DATA_CONFIG.POINT_CLOUD_RANGE, dtype=np.float32)
-    vs = np.array([0.16, 0.16, 4.0], dtype=np.float32)
-    grid = np.round((pc_range[3:] - pc_range[:3]) / vs).astype(np.int64)
-    proc = EasyDict(grid_size=grid, point_cloud_range=pc_range, voxel_size=vs)
-    return EasyDict(class_names=cfg.CLASS_NAMES, data_processor=proc, training=training,
-                    point_feature_encoder=EasyDict(num_point_features=4))
-
-
-def random_batch(grid, batch_size=2, per_sample=(150, 90), seed=0):
-    g = torch.Generator().manual_seed(seed)
-    coords = []
-    for b, n in zip(range(batch_size), per_sample):
-        cells = torch.randperm(int(grid[0]) * int(grid[1]), generator=g)[:n]
-        coords.append(torch.stack([torch.full((n,), b), torch.zeros(n, dtype=torch.long),
-                                   cells // int(grid[0]), cells % int(grid[0])], 1))
-    coords = torch.cat(coords)
-    v = coords.shape[0]
-    # box edges off the cell grid, so that "cell centre inside a box" has no ties
-    gt = torch.tensor([[[4.0, 1.0, -1.0, 3.9, 1.6, 1.56, 0.3, 1], [6.03, -2.01, -0.9, 0.8, 0.6, 1.73, 0.0, 2]],
-                       [[7.0, 2.0, -0.9, 1.76, 0.6, 1.73, 1.2, 3], [0, 0, 0, 0, 0, 0, 0, 0]]])
-    return {"voxels": torch.randn(v, 32, 4, generator=g), "voxel_num_points": torch.randint(1, 33, (v,), generator=g),
-            "voxel_coords": coords, "batch_size": batch_size, "gt_boxes": gt[:batch_size],
-            "frame_id": [f"{seed:03d}{b:03d}" for b in range(batch_size)]}
 
 
 def save_teacher_ckpt(cfg, path, model_cfg=None, seed=1):
@@ -283,3 +256,19 @@ def test_kd_losses_run_in_float32_under_a_bf16_autocast_forward(kd, monkeypatch)
     assert torch.isfinite(ret["loss"]) and tb["kd_pointdistiller_pillar_features"] > 0
     ret["loss"].backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.kd_methods.parameters())
+
+
+def test_kd_scale_multiplies_the_kd_losses_only(kd):
+    """What the kd_weight_warmup hook sets: the sum of the KD losses scaled, the task loss untouched."""
+    cfg, ds, model = kd
+    model.train()
+    batch = random_batch(ds.data_processor.grid_size, seed=3)
+    torch.manual_seed(0)
+    _, full, _ = model(dict(batch))
+    model.kd_scale = 0.25
+    torch.manual_seed(0)
+    ret, scaled, _ = model(dict(batch))
+    assert scaled["kd_scale"] == 0.25 and "kd_scale" not in full
+    assert scaled["loss_task"] == pytest.approx(full["loss_task"], rel=1e-6)
+    assert scaled["loss_kd"] == pytest.approx(0.25 * full["loss_kd"], rel=1e-4)
+    assert ret["loss"].item() == pytest.approx(scaled["loss_task"] + scaled["loss_kd"], rel=1e-5)

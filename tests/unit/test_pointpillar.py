@@ -1,46 +1,15 @@
 """PointPillars model framework: configs build with channel counts passed along, losses backprop,
 targets are consistent with anchors, post-processing returns boxes."""
 
-import numpy as np
 import pytest
 import torch
-from easydict import EasyDict
 
 from pcdet.config import ConfigKeyError, cfg_from_list, cfg_from_yaml_file
 from pcdet.models import build_network
 from pcdet.utils.paths import REPO_ROOT
+from tests.helpers import fake_dataset, pillar_batch, small_cfg
 
 CFG_DIR = REPO_ROOT / "tools" / "cfgs" / "kitti_models"
-
-
-def _fake_dataset(cfg, voxel=(0.16, 0.16, 4.0)):
-    pc_range = np.array(cfg.DATA_CONFIG.POINT_CLOUD_RANGE, dtype=np.float32)
-    vs = np.array(voxel, dtype=np.float32)
-    grid = np.round((pc_range[3:] - pc_range[:3]) / vs).astype(np.int64)
-    proc = EasyDict(grid_size=grid, point_cloud_range=pc_range, voxel_size=vs)
-    return EasyDict(class_names=cfg.CLASS_NAMES, data_processor=proc, point_feature_encoder=EasyDict(num_point_features=4))
-
-
-def _small_cfg(name="pointpillar.yaml"):
-    cfg = cfg_from_yaml_file(CFG_DIR / name)
-    # A small BEV range keeps the test fast; the model code is the same.
-    cfg.DATA_CONFIG.POINT_CLOUD_RANGE = [0, -10.24, -3, 20.48, 10.24, 1]
-    return cfg
-
-
-def _batch(grid, batch_size=2, num_voxels=400, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    coords = torch.stack(
-        [torch.randint(0, batch_size, (num_voxels,), generator=g), torch.zeros(num_voxels, dtype=torch.long),
-         torch.randint(0, int(grid[1]), (num_voxels,), generator=g), torch.randint(0, int(grid[0]), (num_voxels,), generator=g)],
-        dim=1,
-    )
-    gt = torch.tensor(
-        [[[8.0, 1.0, -1.0, 3.9, 1.6, 1.56, 0.3, 1], [12.0, -3.0, -0.9, 0.8, 0.6, 1.73, 0.0, 2]],
-         [[15.0, 2.0, -0.9, 1.76, 0.6, 1.73, 1.2, 3], [0, 0, 0, 0, 0, 0, 0, 0]]]
-    )
-    return {"voxels": torch.randn(num_voxels, 32, 4, generator=g), "voxel_num_points": torch.randint(1, 32, (num_voxels,), generator=g),
-            "voxel_coords": coords, "batch_size": batch_size, "gt_boxes": gt[:batch_size]}
 
 
 @pytest.mark.parametrize(
@@ -49,8 +18,8 @@ def _batch(grid, batch_size=2, num_voxels=400, seed=0):
      ("pointpillar_l3.yaml", 64, 384)],
 )
 def test_channel_counts_flow_from_module_to_module(name, vfe, bev):
-    cfg = _small_cfg(name)
-    model = build_network(cfg.MODEL, 3, _fake_dataset(cfg))
+    cfg = small_cfg(name)
+    model = build_network(cfg.MODEL, 3, fake_dataset(cfg))
     assert model.vfe.get_output_feature_dim() == vfe
     assert model.map_to_bev_module.num_bev_features == vfe
     assert model.backbone_2d.num_bev_features == bev
@@ -67,11 +36,11 @@ def test_students_are_overrides_of_the_teacher():
 
 def test_train_step_backprop_and_eval():
     torch.manual_seed(0)
-    cfg = _small_cfg("pointpillar_16x.yaml")
-    ds = _fake_dataset(cfg)
+    cfg = small_cfg("pointpillar_16x.yaml")
+    ds = fake_dataset(cfg)
     model = build_network(cfg.MODEL, 3, ds)
     model.train()
-    batch = _batch(ds.data_processor.grid_size)
+    batch = pillar_batch(ds.data_processor.grid_size)
     ret, tb, _ = model(dict(batch))
     assert torch.isfinite(ret["loss"]) and {"rpn_loss_cls", "rpn_loss_loc", "rpn_loss_dir"} <= set(tb)
     ret["loss"].backward()
@@ -86,10 +55,10 @@ def test_train_step_backprop_and_eval():
 
 
 def test_targets_decode_back_to_gt_boxes():
-    cfg = _small_cfg("pointpillar_16x.yaml")
-    model = build_network(cfg.MODEL, 3, _fake_dataset(cfg))
+    cfg = small_cfg("pointpillar_16x.yaml")
+    model = build_network(cfg.MODEL, 3, fake_dataset(cfg))
     head = model.dense_head
-    gt = _batch(_fake_dataset(cfg).data_processor.grid_size)["gt_boxes"]
+    gt = pillar_batch(fake_dataset(cfg).data_processor.grid_size)["gt_boxes"]
     t = head.assign_targets(gt)
     anchors = head._flat_anchors(gt.shape[0])
     for b in range(gt.shape[0]):
@@ -107,9 +76,9 @@ def test_targets_decode_back_to_gt_boxes():
 
 
 def test_unknown_model_key_is_an_error():
-    cfg = _small_cfg()
+    cfg = small_cfg()
     cfg.MODEL.BACKBONE_2D.NUM_FILTER = [1]
     with pytest.raises(ConfigKeyError, match="NUM_FILTER"):
-        build_network(cfg.MODEL, 3, _fake_dataset(cfg))
+        build_network(cfg.MODEL, 3, fake_dataset(cfg))
     with pytest.raises(ConfigKeyError, match="closest"):
-        cfg_from_list(["MODEL.BACKBONE_2D.LAYER_NUM", "[1,1,1]"], _small_cfg())
+        cfg_from_list(["MODEL.BACKBONE_2D.LAYER_NUM", "[1,1,1]"], small_cfg())

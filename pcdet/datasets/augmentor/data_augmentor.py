@@ -1,25 +1,43 @@
 """Training-time augmentation pipeline built from a ``DATA_AUGMENTOR`` config section.
 
-Owns :class:`DataAugmentor` and the registry :data:`AUGMENTATIONS` (step name -> builder). The
-section has ``AUG_CONFIG_LIST`` (a list of steps, each a mapping with ``NAME`` plus the step's
-own keys) and ``DISABLE_AUG_LIST`` (step names to skip). Steps run in list order on a
-``data_dict`` holding ``points`` (N, 3+C), ``gt_boxes`` (M, 7+) and ``gt_names`` (M,):
+Owns :class:`DataAugmentor` and the steps, registered in :data:`pcdet.datasets.registries.AUGMENTATIONS`
+by step name. The section has ``AUG_CONFIG_LIST`` (a list of steps, each a mapping with ``NAME``
+plus the step's own keys) and ``DISABLE_AUG_LIST`` (step names to skip). Steps run in list order
+on a ``data_dict`` holding ``points`` (N, 3+C) and, for a dataset with boxes, ``gt_boxes`` (M, 7+)
+and ``gt_names`` (M,); per-point labels and other point-aligned keys
+(:mod:`pcdet.datasets.data_contract`) stay aligned with the points:
 
-* ``gt_sampling``: :class:`~pcdet.datasets.augmentor.database_sampler.DataBaseSampler`.
+* ``gt_sampling``: :class:`~pcdet.datasets.augmentor.database_sampler.DataBaseSampler` (needs
+  boxes; refuses a sample with per-point labels, which pasted objects would not have).
 * ``random_world_flip``: ``ALONG_AXIS_LIST`` of ``x``/``y``; each axis flips with p = 0.5 and is
   recorded as ``flip_x`` / ``flip_y``.
 * ``random_world_rotation``: ``WORLD_ROT_ANGLE`` = [low, high] (rad), recorded as ``noise_rot``.
 * ``random_world_scaling``: ``WORLD_SCALE_RANGE`` = [low, high], recorded as ``noise_scale``.
 
 Unknown step names or unknown keys in a step raise :class:`pcdet.config.ConfigKeyError`.
-After the steps, headings are wrapped to [-pi, pi).
+After the steps, headings are wrapped to [-pi, pi). World flips, rotations and scalings work
+without boxes (a segmentation sample has none).
 """
 import numpy as np
 
-from pcdet.config import ConfigKeyError, check_keys
+from pcdet.config import check_keys
 from pcdet.datasets.augmentor import augmentor_utils
 from pcdet.datasets.augmentor.database_sampler import DataBaseSampler
+from pcdet.datasets.registries import AUGMENTATIONS
 from pcdet.utils.common_utils import limit_period
+
+_NO_BOXES = np.zeros((0, 7), dtype=np.float32)
+
+
+def _boxes(data_dict):
+    return data_dict.get("gt_boxes", _NO_BOXES)
+
+
+def _set(data_dict, boxes, points):
+    if "gt_boxes" in data_dict:
+        data_dict["gt_boxes"] = boxes
+    data_dict["points"] = points
+    return data_dict
 
 
 class _Step:
@@ -32,6 +50,7 @@ class _Step:
         self.cfg = cfg
 
 
+@AUGMENTATIONS.register("random_world_flip")
 class RandomWorldFlip(_Step):
     allowed = {"NAME", "ALONG_AXIS_LIST"}
 
@@ -43,14 +62,14 @@ class RandomWorldFlip(_Step):
                 raise ValueError(f"{where}: ALONG_AXIS_LIST entries must be 'x' or 'y', got {axis!r}")
 
     def __call__(self, data_dict, rng=None):
-        boxes, points = data_dict["gt_boxes"], data_dict["points"]
+        boxes, points = _boxes(data_dict), data_dict["points"]
         for axis in self.axes:
             boxes, points, enabled = augmentor_utils.random_flip(boxes, points, axis, rng)
             data_dict[f"flip_{axis}"] = enabled
-        data_dict["gt_boxes"], data_dict["points"] = boxes, points
-        return data_dict
+        return _set(data_dict, boxes, points)
 
 
+@AUGMENTATIONS.register("random_world_rotation")
 class RandomWorldRotation(_Step):
     allowed = {"NAME", "WORLD_ROT_ANGLE"}
 
@@ -60,13 +79,13 @@ class RandomWorldRotation(_Step):
         self.rot_range = [-abs(float(rot)), abs(float(rot))] if np.isscalar(rot) else [float(r) for r in rot]
 
     def __call__(self, data_dict, rng=None):
-        data_dict["gt_boxes"], data_dict["points"], angle = augmentor_utils.global_rotation(
-            data_dict["gt_boxes"], data_dict["points"], self.rot_range, rng
-        )
+        boxes, points, angle = augmentor_utils.global_rotation(_boxes(data_dict), data_dict["points"],
+                                                               self.rot_range, rng)
         data_dict["noise_rot"] = angle
-        return data_dict
+        return _set(data_dict, boxes, points)
 
 
+@AUGMENTATIONS.register("random_world_scaling")
 class RandomWorldScaling(_Step):
     allowed = {"NAME", "WORLD_SCALE_RANGE"}
 
@@ -75,27 +94,19 @@ class RandomWorldScaling(_Step):
         self.scale_range = [float(s) for s in cfg["WORLD_SCALE_RANGE"]]
 
     def __call__(self, data_dict, rng=None):
-        data_dict["gt_boxes"], data_dict["points"], scale = augmentor_utils.global_scaling(
-            data_dict["gt_boxes"], data_dict["points"], self.scale_range, rng
-        )
+        boxes, points, scale = augmentor_utils.global_scaling(_boxes(data_dict), data_dict["points"],
+                                                              self.scale_range, rng)
         data_dict["noise_scale"] = scale
-        return data_dict
+        return _set(data_dict, boxes, points)
 
 
+@AUGMENTATIONS.register("gt_sampling")
 class GtSampling:
     def __init__(self, cfg, where, root_path=None, class_names=None, logger=None):
         self.sampler = DataBaseSampler(root_path, cfg, class_names, logger=logger)
 
     def __call__(self, data_dict, rng=None):
         return self.sampler(data_dict, rng)
-
-
-AUGMENTATIONS = {
-    "gt_sampling": GtSampling,
-    "random_world_flip": RandomWorldFlip,
-    "random_world_rotation": RandomWorldRotation,
-    "random_world_scaling": RandomWorldScaling,
-}
 
 
 class DataAugmentor:
@@ -111,11 +122,10 @@ class DataAugmentor:
         for i, cfg in enumerate(augmentor_configs.get("AUG_CONFIG_LIST", []) or []):
             name = cfg.get("NAME")
             where = f"DATA_AUGMENTOR.AUG_CONFIG_LIST[{i}] ({name})"
-            if name not in AUGMENTATIONS:
-                raise ConfigKeyError(f"{where}: unknown augmentation {name!r}; known: {', '.join(sorted(AUGMENTATIONS))}")
+            cls = AUGMENTATIONS.get(name, where)
             if name in disabled:
                 continue
-            step = AUGMENTATIONS[name](cfg, where, root_path=root_path, class_names=class_names, logger=logger)
+            step = cls(cfg, where, root_path=root_path, class_names=class_names, logger=logger)
             self.steps.append((name, step))
 
     @property
@@ -126,7 +136,7 @@ class DataAugmentor:
         """Apply every enabled step; ``gt_boxes``/``gt_names`` are filtered by ``gt_boxes_mask`` at the end."""
         for _, step in self.steps:
             data_dict = step(data_dict, rng)
-        if len(data_dict["gt_boxes"]):
+        if len(data_dict.get("gt_boxes", ())):
             data_dict["gt_boxes"][:, 6] = limit_period(data_dict["gt_boxes"][:, 6], offset=0.5, period=2 * np.pi)
         if "gt_boxes_mask" in data_dict:
             mask = data_dict.pop("gt_boxes_mask")

@@ -132,7 +132,7 @@ class DataBaseSampler:
                 self._log(f"gt database: {name} {before} -> {len(out[name])} with >= {min_num} points")
         return out
 
-    def sample_with_fixed_number(self, class_name, group, sample_num, rng=None):
+    def sample_with_fixed_number(self, class_name, sample_num, rng=None):
         """``sample_num`` distinct infos of ``class_name``, drawn from ``rng`` (default: numpy's global state).
 
         Stateless on purpose: the draw depends only on the RNG state, which the training loop derives
@@ -148,17 +148,15 @@ class DataBaseSampler:
         return [self.db_infos[class_name][i] for i in indices]
 
     def _load_object_points(self, info):
+        from pcdet.datasets.dataset import DatasetFileError, load_points_bin
+
         path = Path(info["path"])
         if not path.is_file():
             raise DatabaseError(f"ground-truth database object file not found: {path}")
-        size = path.stat().st_size
-        row = 4 * self.num_point_features
-        if size % row != 0:
-            raise DatabaseError(
-                f"{path}: size {size} bytes is not a multiple of {row} (float32 x {self.num_point_features} features)"
-            )
-        pts = np.fromfile(path, dtype=np.float32).reshape(-1, self.num_point_features)
-        pts = pts.copy()
+        try:
+            pts = load_points_bin(path, self.num_point_features).copy()
+        except DatasetFileError as err:
+            raise DatabaseError(str(err)) from None
         pts[:, 0:3] += np.asarray(info["box3d_lidar"][0:3], dtype=np.float32)
         return pts
 
@@ -183,6 +181,14 @@ class DataBaseSampler:
         return data_dict
 
     def __call__(self, data_dict, rng=None):
+        from pcdet.datasets.data_contract import point_keys_in
+
+        labels = [k for k in point_keys_in(data_dict) if k != "points"]
+        if labels:
+            raise ConfigError(f"gt_sampling pastes database objects without per-point labels, but the sample carries "
+                              f"the point-aligned {labels}; remove gt_sampling from DATA_AUGMENTOR for this dataset")
+        if "gt_boxes" not in data_dict:
+            raise ConfigError("gt_sampling needs box labels (gt_boxes) in the sample; this dataset has none")
         gt_boxes = data_dict["gt_boxes"]
         gt_names = data_dict["gt_names"].astype(str)
         existing = gt_boxes[:, 0:7].astype(np.float64)
@@ -194,7 +200,7 @@ class DataBaseSampler:
                 want = want - int((gt_names == name).sum())
             if want <= 0:
                 continue
-            infos = self.sample_with_fixed_number(name, group, want, rng)
+            infos = self.sample_with_fixed_number(name, want, rng)
             if not infos:
                 continue
             boxes = np.stack([np.asarray(i["box3d_lidar"], dtype=np.float64)[0:7] for i in infos], axis=0)

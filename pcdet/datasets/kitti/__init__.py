@@ -1,1 +1,2 @@
-"""KITTI dataset helpers: evaluation (``eval``)."""
+"""KITTI: the dataset (``kitti_dataset``), its helpers (``kitti_utils``), the devkit metric (``eval``)
+and its evaluator behind the protocol (``evaluator``)."""

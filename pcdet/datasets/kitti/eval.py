@@ -491,7 +491,7 @@ def format_results(result, current_classes=CLASS_NAMES):
     return "\n".join(lines) + "\n"
 
 
-def get_official_eval_result(gt_annos, dt_annos, current_classes, PR_detail_dict=None):
+def get_official_eval_result(gt_annos, dt_annos, current_classes):
     """OpenPCDet-style entry point: returns ``(text, {key: AP})``; see :func:`evaluate`."""
     result = evaluate(gt_annos, dt_annos, current_classes)
     return format_results(result, current_classes), result

@@ -42,15 +42,18 @@ from pathlib import Path
 import numpy as np
 
 from pcdet.config import cfg_from_yaml_file
-from pcdet.datasets.dataset import DatasetFileError, DatasetTemplate, load_points_bin, resolve_data_path
+from pcdet.datasets.dataset import (
+    DatasetFileError,
+    DatasetTemplate,
+    load_points_bin,
+    resolve_data_path,
+)
 from pcdet.datasets.kitti import kitti_utils
 from pcdet.ops.points_in_boxes import points_in_boxes_cpu
 from pcdet.utils import box_utils
 from pcdet.utils.calibration_kitti import Calibration
 from pcdet.utils.object3d_kitti import get_label_anno
 from pcdet.utils.paths import REPO_ROOT
-
-SYNTHETIC_MANIFEST = "synthetic_dataset.json"  # = pcdet.datasets.synthetic.writers.MANIFEST_NAME (tested)
 
 DEFAULT_CFG = REPO_ROOT / "tools" / "cfgs" / "dataset_configs" / "kitti_dataset.yaml"
 DEFAULT_DB_CLASSES = ("Car", "Pedestrian", "Cyclist")
@@ -90,14 +93,19 @@ def load_pickle(path):
         raise DatasetFileError(f"{path}: not a readable pickle ({type(err).__name__}: {err})") from None
 
 
-def dataset_note(root):
-    """What every output says about the data at ``root``: the embedded synthetic dataset or KITTI."""
-    if (Path(root) / SYNTHETIC_MANIFEST).is_file():
-        return "EMBEDDED SYNTHETIC dataset in the KITTI format (not real KITTI)"
-    return "KITTI"
-
-
 class KittiDataset(DatasetTemplate):
+    EVALUATOR = "kitti"
+    FORMAT_NAME = "KITTI"
+    SPLITS = ("train", "val", "test", "trainval")
+    SETUP_HINT = ("Download KITTI 3D object detection (velodyne, label_2, calib, image_2 sizes, ImageSets) into that "
+                  "folder, then run python -m pcdet.datasets.kitti.kitti_dataset create_kitti_infos --data_path ROOT")
+
+    @classmethod
+    def required_files(cls, root):
+        root = Path(root)
+        return [root / "training" / "velodyne", root / "ImageSets" / "val.txt", root / "kitti_infos_train.pkl",
+                root / "kitti_infos_val.pkl"]
+
     def __init__(self, dataset_cfg, class_names, training=True, root_path=None, logger=None, load_infos=True):
         super().__init__(
             dataset_cfg=dataset_cfg, class_names=class_names, training=training, root_path=root_path, logger=logger
@@ -111,9 +119,6 @@ class KittiDataset(DatasetTemplate):
         self.root_split_path = self.root_path / ("testing" if self.split == "test" else "training")
         self.sample_id_list = None
         self.kitti_infos = []
-        # the embedded synthetic dataset writes a manifest beside the KITTI folders: say so everywhere
-        self.is_synthetic = (self.root_path / SYNTHETIC_MANIFEST).is_file()
-        self.dataset_note = dataset_note(self.root_path)
         if load_infos:
             self.include_kitti_data(self.mode)
 
@@ -160,10 +165,6 @@ class KittiDataset(DatasetTemplate):
 
     def get_calib(self, idx):
         return Calibration(self.root_split_path / "calib" / f"{idx}.txt")
-
-    @staticmethod
-    def get_fov_flag(pts_rect, img_shape, calib):
-        return kitti_utils.get_fov_flag(pts_rect, img_shape, calib)
 
     def get_fov_points(self, points, calib, img_shape):
         if len(points) == 0:
@@ -266,13 +267,9 @@ class KittiDataset(DatasetTemplate):
 
     # ------------------------------------------------------------------ samples
     def __len__(self):
-        if self._merge_all_iters_to_one_epoch:
-            return len(self.kitti_infos) * self.total_epochs
         return len(self.kitti_infos)
 
     def __getitem__(self, index):
-        if self._merge_all_iters_to_one_epoch:
-            index = index % len(self.kitti_infos)
         info = copy.deepcopy(self.kitti_infos[index])
         sample_idx = info["point_cloud"]["lidar_idx"]
         img_shape = info["image"]["image_shape"]

@@ -1,7 +1,9 @@
 """Point / voxel processing steps named in a ``DATA_PROCESSOR`` config list.
 
-Owns :class:`DataProcessor` and the registry :data:`PROCESSORS`. Each list entry is a mapping with
-``NAME`` and the step's keys (unknown keys raise :class:`pcdet.config.ConfigKeyError`):
+Owns :class:`DataProcessor` and the steps, registered in :data:`pcdet.datasets.registries.PROCESSORS`.
+Each list entry is a mapping with ``NAME`` and the step's keys (unknown keys raise
+:class:`pcdet.config.ConfigKeyError`). Steps that drop or reorder points apply the same selection to
+every point-aligned key (:func:`pcdet.datasets.data_contract.take_points`):
 
 * ``mask_points_and_boxes_outside_range``: keeps points with x, y, z in
   ``[range_min, range_max)`` (so every kept point falls in a voxel); in training also drops
@@ -13,8 +15,12 @@ Owns :class:`DataProcessor` and the registry :data:`PROCESSORS`. Each list entry
   ``KEY_SUFFIX`` (default ""). Writes ``voxels<suffix>`` (V, P, C) float32,
   ``voxel_coords<suffix>`` (V, 3) int32 in (z, y, x) order and ``voxel_num_points<suffix>`` (V,)
   int32. The step may appear several times with different voxel settings and suffixes (e.g. a
-  distillation teacher with its own voxel size uses ``KEY_SUFFIX: _teacher``); each one's
-  settings are in :attr:`DataProcessor.voxel_settings` keyed by suffix.
+  distillation teacher with its own voxel size uses ``KEY_SUFFIX: _tea``); each one's settings
+  are in :attr:`DataProcessor.voxel_settings` keyed by suffix.
+
+Each step class declares ``OUTPUT_KEYS`` (the base keys it writes); :attr:`DataProcessor.keys_with_suffix`
+lists, per ``KEY_SUFFIX``, the keys written under that suffix (the KD wrapper feeds a teacher with
+the ``_tea`` ones).
 
 :attr:`DataProcessor.grid_size` (x, y, z cell counts, int64), :attr:`voxel_size` and
 :attr:`point_cloud_range` describe the unsuffixed voxeliser (the model input).
@@ -24,7 +30,9 @@ import importlib
 import numpy as np
 import torch
 
-from pcdet.config import ConfigError, ConfigKeyError, check_keys
+from pcdet.config import ConfigError, check_keys
+from pcdet.datasets.data_contract import COLLATE_RULES, register_collate_rule, take_points
+from pcdet.datasets.registries import PROCESSORS
 from pcdet.utils import box_utils
 
 
@@ -54,6 +62,7 @@ def _point_to_voxel_class():
     return utils.PointToVoxel
 
 
+@PROCESSORS.register("mask_points_and_boxes_outside_range")
 class MaskPointsAndBoxesOutsideRange:
     allowed = {"NAME", "REMOVE_OUTSIDE_BOXES", "USE_CENTER_TO_FILTER", "MIN_NUM_CORNERS"}
 
@@ -66,8 +75,7 @@ class MaskPointsAndBoxesOutsideRange:
 
     def __call__(self, data_dict):
         pcr = self.processor.point_cloud_range
-        points = data_dict["points"]
-        data_dict["points"] = points[mask_points_by_range(points, pcr)]
+        data_dict = take_points(data_dict, mask_points_by_range(data_dict["points"], pcr))
         boxes = data_dict.get("gt_boxes")
         if boxes is not None and self.remove_outside_boxes and self.processor.training and len(boxes):
             keep = box_utils.mask_boxes_outside_range_numpy(
@@ -79,6 +87,7 @@ class MaskPointsAndBoxesOutsideRange:
         return data_dict
 
 
+@PROCESSORS.register("shuffle_points")
 class ShufflePoints:
     allowed = {"NAME", "SHUFFLE_ENABLED"}
 
@@ -88,13 +97,14 @@ class ShufflePoints:
 
     def __call__(self, data_dict):
         if self.enabled:
-            points = data_dict["points"]
-            data_dict["points"] = points[np.random.permutation(len(points))]
+            data_dict = take_points(data_dict, np.random.permutation(len(data_dict["points"])))
         return data_dict
 
 
+@PROCESSORS.register("transform_points_to_voxels")
 class TransformPointsToVoxels:
     allowed = {"NAME", "VOXEL_SIZE", "MAX_POINTS_PER_VOXEL", "MAX_NUMBER_OF_VOXELS", "KEY_SUFFIX"}
+    OUTPUT_KEYS = ("voxels", "voxel_coords", "voxel_num_points")
 
     def __init__(self, cfg, where, processor):
         check_keys(cfg, self.allowed, where)
@@ -150,13 +160,6 @@ class TransformPointsToVoxels:
         return data_dict
 
 
-PROCESSORS = {
-    "mask_points_and_boxes_outside_range": MaskPointsAndBoxesOutsideRange,
-    "shuffle_points": ShufflePoints,
-    "transform_points_to_voxels": TransformPointsToVoxels,
-}
-
-
 class DataProcessor:
     """Runs the configured steps in order on a ``data_dict``."""
 
@@ -168,17 +171,20 @@ class DataProcessor:
         self.grid_size = None
         self.voxel_size = None
         self.voxel_settings = {}
+        self.keys_with_suffix = {}
         self.steps = []
         for i, cfg in enumerate(processor_configs or []):
             name = cfg.get("NAME")
             where = f"DATA_PROCESSOR[{i}] ({name})"
-            if name not in PROCESSORS:
-                raise ConfigKeyError(f"{where}: unknown processor {name!r}; known: {', '.join(sorted(PROCESSORS))}")
-            step = PROCESSORS[name](cfg, where, self)
+            step = PROCESSORS.get(name, where)(cfg, where, self)
             if isinstance(step, TransformPointsToVoxels):
                 if step.suffix in self.voxel_settings:
                     raise ConfigError(f"{where}: a voxeliser with KEY_SUFFIX {step.suffix!r} is already configured")
                 self.voxel_settings[step.suffix] = step.settings()
+                self.keys_with_suffix.setdefault(step.suffix, []).extend(step.OUTPUT_KEYS)
+                for key in step.OUTPUT_KEYS:  # suffixed outputs are collated like the unsuffixed ones
+                    if step.suffix and key + step.suffix not in COLLATE_RULES:
+                        register_collate_rule(key + step.suffix, COLLATE_RULES[key])
                 if step.suffix == "":
                     self.grid_size = step.grid_size
                     self.voxel_size = step.voxel_size

@@ -11,7 +11,7 @@ and the synthetic-vs-real comparison report (``stats.py``). See ``README.md`` fo
 """
 from .build import generate_dataset, split_ids
 from .generator import GENERATOR_VERSION, FrameGenerator
-from .writers import MANIFEST_NAME, WRITERS, OutputDirError, register_writer
+from .writers import MANIFEST_NAME, OutputDirError, register_writer
 
-__all__ = ["generate_dataset", "split_ids", "FrameGenerator", "GENERATOR_VERSION", "MANIFEST_NAME", "WRITERS",
+__all__ = ["generate_dataset", "split_ids", "FrameGenerator", "GENERATOR_VERSION", "MANIFEST_NAME",
            "OutputDirError", "register_writer"]

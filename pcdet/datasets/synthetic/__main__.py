@@ -8,7 +8,9 @@ import sys
 import time
 
 from .build import generate_dataset
-from .writers import WRITERS, OutputDirError
+from pcdet.datasets.registries import DATASET_WRITERS
+
+from .writers import OutputDirError
 
 
 def _fraction(text):
@@ -54,7 +56,7 @@ def _positive_workers(text):
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m pcdet.datasets.synthetic",
                                 description="Generate the embedded synthetic LiDAR dataset.")
-    p.add_argument("--format", default="kitti", choices=sorted(WRITERS), help="output layout (default: kitti)")
+    p.add_argument("--format", default="kitti", choices=DATASET_WRITERS.names(), help="output layout (default: kitti)")
     p.add_argument("--out", required=True, help="output folder (e.g. output/synthetic_kitti)")
     p.add_argument("--frames", type=_positive, required=True, help="number of frames (> 0)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed (>= 0, default 0)")

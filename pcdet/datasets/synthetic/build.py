@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pcdet.datasets.registries import DATASET_WRITERS
+
 from .generator import GENERATOR_VERSION, FrameGenerator
-from .writers import WRITERS, get_writer
+from .writers import get_writer
 
 
 def split_ids(frames, seed, val_fraction):
@@ -25,8 +27,7 @@ def split_ids(frames, seed, val_fraction):
 
 def validate_args(fmt, frames, seed, val_fraction):
     """Raise ValueError with a clear message for bad generation parameters."""
-    if fmt not in WRITERS:
-        raise ValueError(f"unknown dataset format {fmt!r} (known: {', '.join(sorted(WRITERS))})")
+    DATASET_WRITERS.get(fmt, "format")  # an unknown format fails here, naming the known ones
     if not isinstance(frames, (int, np.integer)) or frames <= 0:
         raise ValueError(f"frames must be a positive integer, got {frames!r}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:

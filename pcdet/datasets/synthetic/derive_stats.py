@@ -6,7 +6,8 @@ Run once against the real training labels; the result is the committed data file
     python -m pcdet.datasets.synthetic.derive_stats [--label_dir DIR] [--out FILE]
 
 Stored per class: objects per frame (mean and histogram of counts), mean/std/covariance of
-(h, w, l) and a mean-corrected sample of 256 (h, w, l) triplets, histograms of camera depth z (1 m bins), viewing angle atan2(x, z) (2 degree bins) and
+(h, w, l) and a mean-corrected sample of 256 (h, w, l) triplets, histograms of camera depth z (1 m bins),
+viewing angle atan2(x, z) (2 degree bins) and
 rotation_y (10 degree bins), and the mean occlusion/truncation. DontCare also gets 2D box sizes.
 """
 import argparse
@@ -61,7 +62,8 @@ def _hist(values, edges):
 def derive_stats(annos):
     """Statistics dict (JSON-serialisable) of a list of label annos."""
     n_frames = len(annos)
-    out = {"n_frames": n_frames, "depth_edges": DEPTH_EDGES.tolist(), "angle_edges_deg": np.rad2deg(ANGLE_EDGES).round(6).tolist(),
+    out = {"n_frames": n_frames, "depth_edges": DEPTH_EDGES.tolist(),
+           "angle_edges_deg": np.rad2deg(ANGLE_EDGES).round(6).tolist(),
            "ry_edges_deg": np.rad2deg(RY_EDGES).round(6).tolist(), "classes": {}}
     for cls in KITTI_CLASSES:
         counts = np.array([int((a["name"] == cls).sum()) for a in annos])

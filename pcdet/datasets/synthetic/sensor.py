@@ -210,7 +210,8 @@ def _normal(h):
 
 
 @numba.njit(cache=True)
-def cast_sweep(dirs, ray_sector, elev, ground, wave, prims, prim_obj, prim_sem, prim_inst, n_obj, start, items, near, el_lo, el_hi,
+def cast_sweep(dirs, ray_sector, elev, ground, wave, prims, prim_obj, prim_sem, prim_inst, n_obj, start, items, near,
+               el_lo, el_hi,
                ground_refl, ground_drop, ground_sem, marking_sem, key, max_range):
     """Cast all rays of one sweep and turn the hits into returns.
 

@@ -138,7 +138,8 @@ def format_table(res):
              "", "class            real l/w/h          synth l/w/h         max err  dims | real/fr synth/fr  err   freq"
              " | depth-int  depth"]
     for cls, row in res["classes"].items():
-        freq = f"{row['real_per_frame']:7.3f} {row['syn_per_frame']:8.3f} {100 * row['freq_rel_err']:5.1f}% {_pf(row['freq_pass'])}"
+        freq = (f"{row['real_per_frame']:7.3f} {row['syn_per_frame']:8.3f} {100 * row['freq_rel_err']:5.1f}% "
+                f"{_pf(row['freq_pass'])}")
         if "real_lwh" in row:
             rl = "/".join("%.2f" % v for v in row["real_lwh"])
             if row.get("syn_lwh"):

@@ -1,4 +1,5 @@
-"""Dataset writers, a registry keyed by format name, and the output-folder manifest checks.
+"""Dataset writers (registered in :data:`pcdet.datasets.registries.DATASET_WRITERS` by format name)
+and the output-folder manifest checks.
 
 Only ``kitti`` is registered; a SemanticKITTI writer can be added with :func:`register_writer`
 since every frame already carries per-point semantic and instance labels.
@@ -12,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pcdet.datasets.registries import DATASET_WRITERS
 from pcdet.utils.calibration_kitti import write_calib_file
 from pcdet.utils.object3d_kitti import format_label_line
 
 MANIFEST_NAME = "synthetic_dataset.json"
-WRITERS = {}
 
 
 class OutputDirError(ValueError):
@@ -24,17 +25,15 @@ class OutputDirError(ValueError):
 
 
 def register_writer(name):
+    """Class decorator: register a writer for ``--format name`` (its ``format_name``)."""
     def deco(cls):
-        WRITERS[name] = cls
         cls.format_name = name
-        return cls
+        return DATASET_WRITERS.register(name)(cls)
     return deco
 
 
 def get_writer(name, out_dir):
-    if name not in WRITERS:
-        raise ValueError(f"unknown dataset format {name!r} (known: {', '.join(sorted(WRITERS))})")
-    return WRITERS[name](out_dir)
+    return DATASET_WRITERS.get(name, "--format")(out_dir)
 
 
 def read_manifest(out_dir):

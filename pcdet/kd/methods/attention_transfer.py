@@ -9,7 +9,7 @@ student width works; each student level must have the teacher level's resolution
 """
 import torch.nn.functional as F
 
-from pcdet.kd.methods.base import KDMethod
+from pcdet.kd.methods.base import KD_METHODS, KDMethod
 from pcdet.kd.methods.common import student_map, teacher_map
 
 
@@ -18,6 +18,7 @@ def attention_map(feat):
     return F.normalize(feat.pow(2).mean(dim=1).flatten(1), dim=1)
 
 
+@KD_METHODS.register()
 class AttentionTransfer(KDMethod):
     """Attention transfer: mean squared difference of l2-normalised mean_c(F^2) maps, summed over levels."""
 

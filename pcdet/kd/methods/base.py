@@ -1,7 +1,11 @@
-"""Base class of KD methods: option checking and the weight; helpers shared by methods."""
+"""Base class of KD methods (option checking, the weight) and their registry :data:`KD_METHODS`."""
 import torch.nn as nn
 
 from pcdet.config import ConfigError, check_keys
+from pcdet.utils.registry import Registry
+
+#: ``KD.METHODS[i].NAME`` -> method class; each method module registers its class with ``@KD_METHODS.register()``
+KD_METHODS = Registry("KD method", "KD.METHODS[i].NAME: knowledge-distillation methods")
 
 
 class KDMethod(nn.Module):

@@ -1,8 +1,9 @@
-"""Helpers shared by the KD methods: dense-head maps, sigmoid KL, BEV masks of ground-truth boxes,
+"""Helpers shared by the KD methods: dense-head views, sigmoid KL, BEV masks of ground-truth boxes,
 cosine affinities, 1x1 adapters.
 
-Head maps: the anchor head writes ``cls_preds`` (B, ny, nx, A*C) and ``box_preds`` (B, ny, nx, A*7)
-(teacher: ``cls_preds_tea`` ...); :func:`anchor_view` turns them into (B, ny, nx, A, k).
+Head outputs: :func:`head_view` returns the ``kd_view`` of a model's dense head, the
+head-independent view of its output (``cls`` (B, ny, nx, A, C) logits, ``box`` (B, ny, nx, A, code),
+optionally decoded ``cls_flat`` / ``boxes``); called with ``suffix=TEA`` it reads the teacher's.
 BEV masks: :func:`gt_bev_masks` marks the cells of a (B, C, H, W) map whose centre lies inside a
 ground-truth box (``gt_boxes`` (B, M, 8): x, y, z, dx, dy, dz, heading, class 1..C; all-zero rows
 are padding) and returns, per cell, the index of that box (-1: none).
@@ -13,18 +14,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 from easydict import EasyDict
 
+from pcdet.config import ConfigError
+from pcdet.kd.keys import tea
 from pcdet.kd.nodes import full_precision
 from pcdet.models.model_utils.model_nms_utils import class_agnostic_nms
 from pcdet.ops.points_in_boxes import points_in_boxes_index
 
 
-def anchor_view(head_map, num_class_or_code):
-    """(B, ny, nx, A*k) head map -> (B, ny, nx, A, k) float32 (k = classes or box code size)."""
-    b, ny, nx, ak = head_map.shape
-    k = int(num_class_or_code)
-    if ak % k:
-        raise ValueError(f"head map with {ak} channels is not a multiple of {k}")
-    return full_precision(head_map).reshape(b, ny, nx, ak // k, k)
+def head_view(model, where):
+    """The ``kd_view(batch_dict, suffix="", decode=False)`` of ``model``'s dense head (a bound method:
+    keeping it does not make the head a submodule of the method)."""
+    view = getattr(getattr(model, "dense_head", None), "kd_view", None)
+    if view is None:
+        raise ConfigError(f"{where}: this method distils a dense head's output; {type(model).__name__} has no "
+                          f"dense head with kd_view()")
+    return view
 
 
 def sigmoid_kl(logit_s, logit_t, temperature=1.0):
@@ -112,7 +116,7 @@ class Adapter1x1(nn.Module):
 
 def teacher_map(batch_dict, key, like):
     """``key + '_tea'`` as float32, detached, checked to have the spatial size of ``like`` (B, C, H, W)."""
-    tkey = key + "_tea"
+    tkey = tea(key)
     if tkey not in batch_dict:
         raise KeyError(f"distillation needs {tkey!r} (the teacher's {key}); present: {sorted(batch_dict)}")
     ft = full_precision(batch_dict[tkey].detach())

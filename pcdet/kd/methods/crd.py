@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pcdet.kd.methods.base import KDMethod
+from pcdet.kd.methods.base import KD_METHODS, KDMethod
 from pcdet.kd.methods.common import point_cloud_range_of, student_map, teacher_map, valid_gt
 from pcdet.kd.nodes import feature_channels
 
@@ -45,6 +45,7 @@ def instance_slots(frame_ids, rows, bank_size):
     return [(zlib.crc32(str(f).encode()) * 1009 + int(r)) % int(bank_size) for f, r in zip(frame_ids, rows)]
 
 
+@KD_METHODS.register()
 class CRD(KDMethod):
     """CRD: NCE between student/teacher embeddings of GT-box instances with momentum memory banks."""
 

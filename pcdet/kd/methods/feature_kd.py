@@ -11,10 +11,12 @@ against which PointDistiller's cost and benefit are measured.
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pcdet.kd.methods.base import KDMethod
-from pcdet.kd.nodes import NodeAlignmentError, feature_channels, full_precision, resolve_importance, sample_nodes
+from pcdet.kd.methods.base import KD_METHODS, KDMethod
+from pcdet.kd.keys import tea
+from pcdet.kd.nodes import NodeAlignmentError, feature_spec, full_precision, resolve_importance, sample_nodes
 
 
+@KD_METHODS.register()
 class FeatureKD(KDMethod):
     """Plain feature distillation: MSE(1x1 adapter(student feature), teacher feature), all or top-N nodes."""
 
@@ -26,23 +28,25 @@ class FeatureKD(KDMethod):
         self.feature, self.teacher_feature = self.feature_keys(cfg)
         n = cfg.get("N", None)
         self.n = int(n) if n is not None else None
-        self.importance = resolve_importance(self.feature, str(cfg.get("IMPORTANCE", "auto")))
-        self.c_s = feature_channels(student, self.feature)
-        self.c_t = feature_channels(teacher, self.teacher_feature)
+        self.spec = feature_spec(student, self.feature)
+        self.importance = resolve_importance(self.spec, str(cfg.get("IMPORTANCE", "auto")))
+        self.c_s = int(self.spec.channels)
+        self.c_t = int(feature_spec(teacher, self.teacher_feature).channels)
         self.adapter = nn.Linear(self.c_s, self.c_t)
 
     def forward(self, batch_dict):
         fs = batch_dict[self.feature]
         if self.n is None and fs.dim() == 4:
             fs = full_precision(fs)
-            ft = full_precision(batch_dict[self.teacher_feature + "_tea"].detach())
+            ft = full_precision(batch_dict[tea(self.teacher_feature)].detach())
             if fs.shape[0] != ft.shape[0] or fs.shape[2:] != ft.shape[2:]:
                 raise NodeAlignmentError(f"{self.feature}: student map {tuple(fs.shape)} vs teacher map {tuple(ft.shape)}")
             pred = F.conv2d(fs, self.adapter.weight[:, :, None, None], self.adapter.bias)
             loss = F.mse_loss(pred, ft)
             count = fs.shape[0] * fs.shape[2] * fs.shape[3]
         else:
-            nodes = sample_nodes(batch_dict, self.feature, self.n, self.importance, self.teacher_feature)
+            nodes = sample_nodes(batch_dict, self.feature, self.n, self.importance, self.teacher_feature,
+                                 spec=self.spec)
             count = nodes.num_nodes
             if count == 0:
                 return self.weight * self.zero_loss(fs, *self.parameters()), {"nodes": 0}

@@ -10,11 +10,12 @@ on image classification; the configs rescale it (see kd_cfgs) so that it does no
 """
 import torch.nn.functional as F
 
-from pcdet.kd.methods.base import KDMethod
+from pcdet.kd.methods.base import KD_METHODS, KDMethod
 from pcdet.kd.methods.common import Adapter1x1, student_map, teacher_map
 from pcdet.kd.nodes import feature_channels
 
 
+@KD_METHODS.register()
 class FitNet(KDMethod):
     """FitNet: MSE(conv1x1+BN+ReLU regressor(student map), teacher map) on a BEV feature map."""
 

@@ -8,10 +8,12 @@ Applied to: ``cls_preds`` (B, ny, nx, A*C) of the student against ``cls_preds_te
 same anchors, same classes). Left open by the paper and chosen here: the mean over every anchor
 and class (not only positives); T = 4 as published (``TEMPERATURE``).
 """
-from pcdet.kd.methods.base import KDMethod
+from pcdet.kd.keys import tea
+from pcdet.kd.methods.base import KD_METHODS, KDMethod
 from pcdet.kd.methods.common import sigmoid_kl, student_map
 
 
+@KD_METHODS.register()
 class HintonKD(KDMethod):
     """Hinton KD: T^2 * per-class binary KL between sigmoid(logits / T) of teacher and student class maps."""
 
@@ -24,7 +26,7 @@ class HintonKD(KDMethod):
 
     def forward(self, batch_dict):
         zs = student_map(batch_dict, self.feature)
-        zt = batch_dict[self.feature + "_tea"].detach().float()
+        zt = batch_dict[tea(self.feature)].detach().float()
         if zs.shape != zt.shape:
             raise ValueError(f"{self.where}: student {self.feature} {tuple(zs.shape)} vs teacher {tuple(zt.shape)}")
         t = self.temperature

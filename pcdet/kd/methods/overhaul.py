@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from pcdet.kd.methods.base import KDMethod
+from pcdet.kd.methods.base import KD_METHODS, KDMethod
 from pcdet.kd.methods.common import Adapter1x1, student_map, teacher_map
 from pcdet.kd.nodes import feature_channels
 
@@ -40,6 +40,7 @@ def partial_l2(pred, target):
     return ((pred - target) ** 2 * mask).sum()
 
 
+@KD_METHODS.register()
 class Overhaul(KDMethod):
     """Overhaul (Heo): connector(student pre-ReLU) vs max(teacher pre-ReLU, BN margin), partial L2, stage weights."""
 

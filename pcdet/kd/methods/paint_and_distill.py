@@ -1,7 +1,7 @@
 """PaintAndDistill: class-wise, pixel-wise and instance-wise BEV feature distillation (Ju et al.).
 
 Source: Ju et al., "Paint and Distill: Boosting 3D Object Detection with Semantic Passing Network"
-(SPNet), ACM MM 2022. Loss implemented (the forms are UNVERIFIED in the facts given; as the facts direct).
+(SPNet), ACM MM 2022. Loss implemented (the paper's forms as described; no released code confirms them).
 Applied to: the BEV map ``FEATURE`` (default ``spatial_features_2d``), student map first mapped to C_T by a 1x1
 conv adapter a(.), ground truth from ``gt_boxes`` (a cell belongs to a box when its centre is inside it):
   pixel-wise    L_pix  = mean_{b, c, h, w} (a(F_S) - F_T)^2;
@@ -15,11 +15,12 @@ measured, not the semantic passing.
 """
 import torch
 
-from pcdet.kd.methods.base import KDMethod
+from pcdet.kd.methods.base import KD_METHODS, KDMethod
 from pcdet.kd.methods.common import Adapter1x1, gt_bev_masks, point_cloud_range_of, student_map, teacher_map
 from pcdet.kd.nodes import feature_channels
 
 
+@KD_METHODS.register()
 class PaintAndDistill(KDMethod):
     """Paint-and-Distill (Ju et al.) losses: pixel-, instance- (GT box) and class-wise BEV feature matching."""
 

@@ -26,10 +26,11 @@ import torch.nn as nn
 from pcdet.config import ConfigError
 from pcdet.kd.graph_ops import EdgeConvAdapter, EdgeGraph, graph_distill_loss
 from pcdet.kd.knn import DEFAULT_MAX_CHUNK_ELEMS, knn_per_sample
-from pcdet.kd.methods.base import KDMethod
-from pcdet.kd.nodes import feature_channels, resolve_importance, reweight, sample_nodes
+from pcdet.kd.methods.base import KD_METHODS, KDMethod
+from pcdet.kd.nodes import feature_spec, resolve_importance, reweight, sample_nodes
 
 
+@KD_METHODS.register()
 class PointDistiller(KDMethod):
     """PointDistiller: top-N important nodes, KNN graph + dynamic graph conv adapters, importance reweighting."""
 
@@ -60,12 +61,13 @@ class PointDistiller(KDMethod):
         self.knn_space = str(cfg.get("KNN_SPACE", "feature"))
         if self.knn_space not in ("feature", "coordinate"):
             raise ConfigError(f"{where}: KNN_SPACE must be feature or coordinate, got {self.knn_space!r}")
-        self.importance = resolve_importance(self.feature, str(cfg.get("IMPORTANCE", "auto")))
+        self.spec = feature_spec(student, self.feature)
+        self.importance = resolve_importance(self.spec, str(cfg.get("IMPORTANCE", "auto")))
         self.max_pool_k = bool(cfg.get("MAX_POOL_K", False))
         self.knn_chunk = int(cfg.get("KNN_CHUNK_ELEMS", DEFAULT_MAX_CHUNK_ELEMS))
         self.backend = str(cfg.get("BACKEND", "auto"))
-        c_s = feature_channels(student, self.feature)
-        c_t = feature_channels(teacher, self.teacher_feature)
+        c_s = int(self.spec.channels)
+        c_t = int(feature_spec(teacher, self.teacher_feature).channels)
         self.c_s, self.c_t = c_s, c_t
         if self.local:
             self.adapter_t = EdgeConvAdapter(c_t, c_s)
@@ -76,7 +78,7 @@ class PointDistiller(KDMethod):
 
     def forward(self, batch_dict):
         t0 = time.perf_counter()
-        nodes = sample_nodes(batch_dict, self.feature, self.n, self.importance, self.teacher_feature)
+        nodes = sample_nodes(batch_dict, self.feature, self.n, self.importance, self.teacher_feature, spec=self.spec)
         phi = reweight(nodes.score, nodes.ptr, self.tau, self.reweight).detach()
         profile = {"sample_s": time.perf_counter() - t0, "knn_s": 0.0}
         tb = {"nodes": nodes.num_nodes}

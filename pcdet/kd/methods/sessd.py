@@ -3,7 +3,7 @@
 Source: Zheng et al., "SE-SSD: Self-Ensembling Single-Stage Object Detector from Point Cloud", CVPR 2021
 (there the teacher is an EMA of the student; here it is the frozen large teacher).
 Applied to: the anchor head's decoded boxes and class scores.
-Loss implemented (the facts mark the details UNVERIFIED), per sample:
+Loss implemented (details as described in the paper; no released code confirms them), per sample:
   teacher boxes: the teacher's decoded anchor predictions (``batch_box_preds_tea``, ``batch_cls_preds_tea``)
   whose best class score sigmoid >= ``SCORE_THRESH`` (0.3), reduced by rotated BEV NMS (``NMS_THRESH``);
   student boxes: the student's decoded predictions *at the same confident anchors* (decoded with the
@@ -17,11 +17,13 @@ Loss implemented (the facts mark the details UNVERIFIED), per sample:
 import torch
 import torch.nn.functional as F
 
-from pcdet.kd.methods.base import KDMethod
-from pcdet.kd.methods.common import confident_boxes
+from pcdet.kd.methods.base import KD_METHODS, KDMethod
+from pcdet.kd.keys import TEA
+from pcdet.kd.methods.common import confident_boxes, head_view
 from pcdet.ops.iou3d_nms import boxes_bev_iou_cpu
 
 
+@KD_METHODS.register()
 class SESSDConsistency(KDMethod):
     """SE-SSD consistency: smooth-L1 on boxes and sigmoid scores of student boxes matched (IoU>0.7) to teacher boxes."""
 
@@ -29,10 +31,7 @@ class SESSDConsistency(KDMethod):
 
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
-        head = getattr(student, "dense_head", None)
-        if head is None or not hasattr(head, "generate_predicted_boxes"):
-            raise ValueError(f"{where}: SE-SSD consistency needs an anchor dense head that decodes boxes")
-        object.__setattr__(self, "_student_head", head)  # used to decode, not owned (not a submodule)
+        self.view_s, self.view_t = head_view(student, where), head_view(teacher, where)
         self.score_thresh = float(cfg.get("SCORE_THRESH", 0.3))
         self.nms_thresh = float(cfg.get("NMS_THRESH", 0.1))
         self.iou_thresh = float(cfg.get("IOU_THRESH", 0.7))
@@ -41,10 +40,9 @@ class SESSDConsistency(KDMethod):
 
     def forward(self, batch_dict):
         bs = int(batch_dict["batch_size"])
-        cls_s, box_s = self._student_head.generate_predicted_boxes(
-            bs, batch_dict["cls_preds"], batch_dict["box_preds"], batch_dict.get("dir_cls_preds", None))
-        cls_t = batch_dict["batch_cls_preds_tea"].detach().float()
-        box_t = batch_dict["batch_box_preds_tea"].detach().float()
+        vs, vt = self.view_s(batch_dict, decode=True), self.view_t(batch_dict, TEA, decode=True)
+        cls_s, box_s = vs["cls_flat"], vs["boxes"]
+        cls_t, box_t = vt["cls_flat"].detach().float(), vt["boxes"].detach().float()
         box_s, cls_s = box_s.float(), cls_s.float()
         box_terms, cls_terms, pairs = [], [], 0
         for b in range(bs):

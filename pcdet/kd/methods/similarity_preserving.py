@@ -9,7 +9,7 @@ needs BATCH_SIZE_PER_GPU >= 2 to carry any signal.
 """
 import torch.nn.functional as F
 
-from pcdet.kd.methods.base import KDMethod
+from pcdet.kd.methods.base import KD_METHODS, KDMethod
 from pcdet.kd.methods.common import student_map, teacher_map
 
 
@@ -18,6 +18,7 @@ def similarity_matrix(feat):
     return F.normalize(q @ q.t(), dim=1)
 
 
+@KD_METHODS.register()
 class SimilarityPreserving(KDMethod):
     """Similarity preserving: ||G_T - G_S||_F^2 / b^2 of row-normalised batch Gram matrices."""
 

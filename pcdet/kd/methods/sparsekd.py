@@ -1,8 +1,8 @@
 """SparseKD: heat-map logit KD + box regression toward the teacher + label KD with teacher boxes.
 
 Source: Yang et al., "Towards Efficient 3D Object Detection with Knowledge Distillation" (SparseKD),
-NeurIPS 2022. Applied to: the anchor head's class and box maps, as the facts direct ("the same idea on
-the anchor class map"). Loss implemented:
+NeurIPS 2022. Applied to: the anchor head's class and box maps (the paper's heat-map loss, applied
+to the anchor class map). Loss implemented:
   hm = sigmoid(class map) per anchor and class, (B, ny, nx, A, C);
   mask = max_c hm_T  x  fg, fg = the BEV cell's centre lies inside a ground-truth box (the anchor head
   has no Gaussian heat-map targets; the inside-a-box region is their analogue, a choice);
@@ -19,8 +19,9 @@ The teacher's boxes come from ``batch_box_preds_tea`` / ``batch_cls_preds_tea`` 
 import torch
 import torch.nn.functional as F
 
-from pcdet.kd.methods.base import KDMethod
-from pcdet.kd.methods.common import anchor_view, confident_boxes, gt_bev_masks, point_cloud_range_of, valid_gt
+from pcdet.kd.methods.base import KD_METHODS, KDMethod
+from pcdet.kd.keys import TEA
+from pcdet.kd.methods.common import confident_boxes, gt_bev_masks, head_view, point_cloud_range_of, valid_gt
 from pcdet.ops.iou3d_nms import boxes_bev_iou_cpu
 
 
@@ -39,6 +40,7 @@ def teacher_label_boxes(cls_t, box_t, gt_boxes_b, score_thresh, nms_thresh, dedu
     return torch.cat([boxes[:, :7], (label[idx] + 1).to(boxes.dtype)[:, None]], dim=1)
 
 
+@KD_METHODS.register()
 class SparseKD(KDMethod):
     """SparseKD (Yang et al.): masked heat-map MSE + box regression to teacher + teacher boxes as extra labels."""
 
@@ -47,8 +49,7 @@ class SparseKD(KDMethod):
 
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
-        self.num_class = int(student.num_class)
-        self.code_size = int(student.dense_head.box_coder.code_size)
+        self.view_s, self.view_t = head_view(student, where), head_view(teacher, where)
         self.pcr = point_cloud_range_of(student)
         self.logit_weight = float(cfg.get("LOGIT_WEIGHT", 10.0))
         self.box_weight = float(cfg.get("BOX_WEIGHT", 0.2))
@@ -64,7 +65,8 @@ class SparseKD(KDMethod):
         if not self.label_kd or "gt_boxes" not in batch_dict:
             return batch_dict
         gt = batch_dict["gt_boxes"]
-        cls_t, box_t = batch_dict["batch_cls_preds_tea"].detach(), batch_dict["batch_box_preds_tea"].detach()
+        vt = self.view_t(batch_dict, TEA, decode=True)
+        cls_t, box_t = vt["cls_flat"].detach(), vt["boxes"].detach()
         rows, added = [], 0
         for b in range(gt.shape[0]):
             extra = teacher_label_boxes(cls_t[b], box_t[b], gt[b], self.label_thresh, self.nms_thresh, self.dedup_iou)
@@ -79,10 +81,9 @@ class SparseKD(KDMethod):
         return batch_dict
 
     def forward(self, batch_dict):
-        zs = anchor_view(batch_dict["cls_preds"], self.num_class)
-        zt = anchor_view(batch_dict["cls_preds_tea"].detach(), self.num_class)
-        rs = anchor_view(batch_dict["box_preds"], self.code_size)
-        rt = anchor_view(batch_dict["box_preds_tea"].detach(), self.code_size)
+        vs, vt = self.view_s(batch_dict), self.view_t(batch_dict, TEA)
+        zs, rs = vs["cls"], vs["box"]
+        zt, rt = vt["cls"].detach(), vt["box"].detach()
         b, h, w = zs.shape[:3]
         fg = (gt_bev_masks(batch_dict["gt_boxes"], h, w, self.pcr)[0] >= 0).to(zs.dtype)
         hm_s, hm_t = torch.sigmoid(zs), torch.sigmoid(zt)

@@ -10,7 +10,7 @@ Loss implemented on a (B, C, H, W) map (student map first mapped to C_T by a 1x1
   (theta/phi/g 1x1 convs to C_T / 2, output 1x1 conv back to C_T, residual), one per side, trained by
   this loss (the teacher's block sees the detached teacher map);
   L = WEIGHT * (L_feat + L_at + L_nl).
-Published (UNVERIFIED in the facts given): T = 0.1 (0.5 in a variant), alpha = gamma = 7e-5, beta = 4e-3.
+Published (not checked against the authors' code): T = 0.1 (0.5 in a variant), alpha = gamma = 7e-5, beta = 4e-3.
 Applied to: ``FEATURE`` (default ``spatial_features_2d``). Choice the paper leaves open for a BEV map:
 the non-local relation over H x W positions (tens of thousands) is computed on the map average-pooled
 to at most ``NL_MAX_SIZE`` (default 32) cells per side. The foreground/background split of the
@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pcdet.kd.methods.base import KDMethod
+from pcdet.kd.methods.base import KD_METHODS, KDMethod
 from pcdet.kd.methods.common import Adapter1x1, student_map, teacher_map
 from pcdet.kd.nodes import feature_channels
 
@@ -55,6 +55,7 @@ class NonLocalBlock(nn.Module):
         return x + self.out(y.transpose(1, 2).reshape(b, -1, h, w))
 
 
+@KD_METHODS.register()
 class ZhangMa(KDMethod):
     """Zhang & Ma ICLR'21: attention-guided feature loss + attention L1 + non-local relation loss."""
 

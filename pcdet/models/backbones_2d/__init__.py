@@ -1,4 +1,5 @@
-"""2D BEV backbones, registered by ``MODEL.BACKBONE_2D.NAME``; ``map_to_bev/`` builds their input."""
+"""2D BEV backbones, registered in :data:`pcdet.models.registries.BACKBONES_2D` by ``MODEL.BACKBONE_2D.NAME``;
+``map_to_bev/`` builds their input."""
 from pcdet.models.backbones_2d.base_bev_backbone import BaseBEVBackbone
 
-__all__ = {"BaseBEVBackbone": BaseBEVBackbone}
+__all__ = ["BaseBEVBackbone"]

@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 
 from pcdet.config import check_keys
+from pcdet.models.model_template import FeatureSpec
+from pcdet.models.registries import BACKBONES_2D
 
 
 def _conv_bn_relu(c_in, c_out, stride=1):
@@ -24,11 +26,13 @@ def _conv_bn_relu(c_in, c_out, stride=1):
     ]
 
 
+@BACKBONES_2D.register()
 class BaseBEVBackbone(nn.Module):
     ALLOWED_KEYS = {"NAME", "LAYER_NUMS", "LAYER_STRIDES", "NUM_FILTERS", "UPSAMPLE_STRIDES", "NUM_UPSAMPLE_FILTERS"}
 
-    def __init__(self, model_cfg, input_channels, **kwargs):
+    def __init__(self, model_cfg, input_channels, input_stride=1, **kwargs):
         super().__init__()
+        self.input_stride = int(input_stride)  # of the input map w.r.t. the voxel grid
         check_keys(model_cfg, self.ALLOWED_KEYS, "MODEL.BACKBONE_2D")
         self.model_cfg = model_cfg
         layer_nums = list(model_cfg.get("LAYER_NUMS", []))
@@ -75,6 +79,25 @@ class BaseBEVBackbone(nn.Module):
                 )
             )
         self.num_bev_features = c_out
+        self.stage_channels = list(num_filters)
+        # stride of spatial_features_2d w.r.t. this backbone's input
+        if self.deblocks and len(up_strides):
+            out = self.cum_strides[0] / float(up_strides[0])
+            if len(up_strides) > len(layer_nums):
+                out /= float(up_strides[-1])
+        else:
+            out = self.cum_strides[-1] if self.cum_strides else 1
+        self.output_stride = out
+
+    def feature_specs(self, info):
+        specs = {}
+        for s, c in zip(self.cum_strides, self.stage_channels):
+            for key in ("spatial_features_%dx" % s, "spatial_features_%dx_preact" % s):
+                specs[key] = FeatureSpec(int(c), "dense_bev", stride=self.input_stride * s)
+        out = self.input_stride * self.output_stride
+        specs["spatial_features_2d"] = FeatureSpec(int(self.num_bev_features), "dense_bev",
+                                                   stride=int(out) if float(out).is_integer() else out)
+        return specs
 
     def stage_output_bn(self, i):
         """The BatchNorm feeding stage ``i``'s final ReLU (its gamma/beta describe the pre-activation)."""

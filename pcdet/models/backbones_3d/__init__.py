@@ -1,2 +1,3 @@
 """3D backbones (sparse convolutions, point networks) and voxel feature encoders (``vfe/``)."""
-__all__ = {}
+# Registry: pcdet.models.registries.BACKBONES_3D (SECOND's sparse backbone and point networks register there).
+__all__ = []

@@ -10,18 +10,22 @@ import torch.nn as nn
 
 from pcdet.config import check_keys
 from pcdet.models.dense_heads.anchor_head_template import AnchorHeadTemplate
+from pcdet.models.model_template import FeatureSpec
+from pcdet.models.registries import DENSE_HEADS
 
 
+@DENSE_HEADS.register()
 class AnchorHeadSingle(AnchorHeadTemplate):
     ALLOWED_KEYS = {
         "NAME", "CLASS_AGNOSTIC", "USE_DIRECTION_CLASSIFIER", "DIR_OFFSET", "DIR_LIMIT_OFFSET", "NUM_DIR_BINS",
-        "ANCHOR_GENERATOR_CONFIG", "TARGET_ASSIGNER_CONFIG", "LOSS_CONFIG", "USE_MULTIHEAD",
+        "ANCHOR_GENERATOR_CONFIG", "TARGET_ASSIGNER_CONFIG", "LOSS_CONFIG",
     }
 
     def __init__(self, model_cfg, input_channels, num_class, class_names, grid_size, point_cloud_range,
-                 predict_boxes_when_training=True, **kwargs):
+                 predict_boxes_when_training=True, feature_map_stride=None, **kwargs):
         check_keys(model_cfg, self.ALLOWED_KEYS, "MODEL.DENSE_HEAD")
         super().__init__(model_cfg, num_class, class_names, grid_size, point_cloud_range, predict_boxes_when_training)
+        self.feature_map_stride = feature_map_stride
         a = self.num_anchors_per_location_total
         self.conv_cls = nn.Conv2d(input_channels, a * self.num_class, kernel_size=1)
         self.conv_box = nn.Conv2d(input_channels, a * self.box_coder.code_size, kernel_size=1)
@@ -30,6 +34,14 @@ class AnchorHeadSingle(AnchorHeadTemplate):
         else:
             self.conv_dir_cls = None
         self.init_weights()
+
+    def feature_specs(self, info):
+        specs = {"cls_preds": FeatureSpec(self.conv_cls.out_channels, "head_map", stride=self.feature_map_stride),
+                 "box_preds": FeatureSpec(self.conv_box.out_channels, "head_map", stride=self.feature_map_stride)}
+        if self.conv_dir_cls is not None:
+            specs["dir_cls_preds"] = FeatureSpec(self.conv_dir_cls.out_channels, "head_map",
+                                                 stride=self.feature_map_stride)
+        return specs
 
     def init_weights(self):
         pi = 0.01

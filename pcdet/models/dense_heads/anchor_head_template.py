@@ -4,7 +4,8 @@ Training: ``forward`` stores predictions and targets in ``self.forward_ret_dict`
 ``get_loss() -> (loss, tb_dict)`` combines sigmoid focal classification, weighted smooth-L1 box
 regression with the sin-difference trick on the heading, and a direction classifier.
 Inference: ``generate_predicted_boxes`` writes ``batch_cls_preds`` (B, A, C) logits and
-``batch_box_preds`` (B, A, 7) decoded LiDAR boxes.
+``batch_box_preds`` (B, A, 7) decoded LiDAR boxes. Distillation: :meth:`kd_view` (the view every
+dense head offers, whatever its kind) splits the raw maps per BEV cell and anchor slot.
 """
 import numpy as np
 import torch
@@ -17,6 +18,16 @@ from pcdet.utils import box_coder_utils, loss_utils
 from pcdet.utils.common_utils import limit_period
 
 
+def split_anchor_map(head_map, k):
+    """(B, ny, nx, A*k) head map -> (B, ny, nx, A, k) (k = classes or box code size); half precision -> float32."""
+    b, ny, nx, ak = head_map.shape
+    k = int(k)
+    if ak % k:
+        raise ValueError(f"head map with {ak} channels is not a multiple of {k}")
+    m = head_map.float() if head_map.dtype in (torch.float16, torch.bfloat16) else head_map
+    return m.reshape(b, ny, nx, ak // k, k)
+
+
 class AnchorHeadTemplate(nn.Module):
     def __init__(self, model_cfg, num_class, class_names, grid_size, point_cloud_range, predict_boxes_when_training):
         super().__init__()
@@ -24,9 +35,9 @@ class AnchorHeadTemplate(nn.Module):
         self.num_class = num_class
         self.class_names = class_names
         self.predict_boxes_when_training = predict_boxes_when_training
-        self.use_multihead = model_cfg.get("USE_MULTIHEAD", False)
         anchor_target_cfg = model_cfg.TARGET_ASSIGNER_CONFIG
-        self.box_coder = getattr(box_coder_utils, anchor_target_cfg.BOX_CODER)(
+        coder = box_coder_utils.BOX_CODERS.get(anchor_target_cfg.BOX_CODER, "MODEL.DENSE_HEAD.TARGET_ASSIGNER_CONFIG.BOX_CODER")
+        self.box_coder = coder(
             **anchor_target_cfg.get("BOX_CODER_CONFIG", {})
         )
         anchor_cfgs = model_cfg.ANCHOR_GENERATOR_CONFIG
@@ -150,6 +161,31 @@ class AnchorHeadTemplate(nn.Module):
     @property
     def num_anchors_per_location_total(self):
         return sum(self.num_anchors_per_location)
+
+    def kd_view(self, batch_dict, suffix="", decode=False):
+        """What distillation reads of this head's output in ``batch_dict`` (``suffix`` ``_tea``: the teacher's).
+
+        ``cls`` (B, ny, nx, A, C) class logits and ``box`` (B, ny, nx, A, code) box codes (half precision
+        from a bf16 / fp16 forward converted to float32; A anchor slots per cell, a centre head has
+        A = 1); with ``decode`` also ``cls_flat`` (B, N, C) and ``boxes`` (B, N, 7) decoded LiDAR boxes,
+        N = ny * nx * A (the head's own decoded predictions when it wrote them, else decoded here
+        from the raw maps).
+        """
+        def get(key):
+            if key + suffix not in batch_dict:
+                raise KeyError(f"distillation needs {key + suffix!r} (written by {type(self).__name__}); "
+                               f"present: {sorted(batch_dict)}")
+            return batch_dict[key + suffix]
+
+        cls_map, box_map = get("cls_preds"), get("box_preds")
+        view = {"cls": split_anchor_map(cls_map, self.num_class), "box": split_anchor_map(box_map, self.box_coder.code_size)}
+        if decode:
+            if "batch_cls_preds" + suffix in batch_dict and "batch_box_preds" + suffix in batch_dict:
+                view["cls_flat"], view["boxes"] = batch_dict["batch_cls_preds" + suffix], batch_dict["batch_box_preds" + suffix]
+            else:
+                view["cls_flat"], view["boxes"] = self.generate_predicted_boxes(
+                    int(batch_dict["batch_size"]), cls_map, box_map, batch_dict.get("dir_cls_preds" + suffix, None))
+        return view
 
     def generate_predicted_boxes(self, batch_size, cls_preds, box_preds, dir_cls_preds=None):
         """Head maps (B, ny, nx, A*k) -> ``batch_cls_preds`` (B, N, C) logits, ``batch_box_preds`` (B, N, 7)."""

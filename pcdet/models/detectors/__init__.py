@@ -1,11 +1,12 @@
-"""Detectors, registered by ``MODEL.NAME``; each is a thin composition over Detector3DTemplate."""
+"""Detectors, registered by ``MODEL.NAME`` in :data:`pcdet.models.registries.DETECTORS`; each is a thin
+composition over :class:`Detector3DTemplate` (its ``module_topology``)."""
 from pcdet.models.detectors.detector3d_template import Detector3DTemplate
 from pcdet.models.detectors.pointpillar import PointPillar
+from pcdet.models.registries import DETECTORS
 
-__all__ = {"Detector3DTemplate": Detector3DTemplate, "PointPillar": PointPillar}
+__all__ = ["Detector3DTemplate", "PointPillar", "build_detector"]
 
 
 def build_detector(model_cfg, num_class, dataset):
-    if model_cfg.NAME not in __all__:
-        raise ValueError(f"MODEL.NAME={model_cfg.NAME!r} is not registered; known: {sorted(__all__)}")
-    return __all__[model_cfg.NAME](model_cfg=model_cfg, num_class=num_class, dataset=dataset)
+    """The detector registered as ``MODEL.NAME``."""
+    return DETECTORS.get(model_cfg.NAME, "MODEL.NAME")(model_cfg=model_cfg, num_class=num_class, dataset=dataset)

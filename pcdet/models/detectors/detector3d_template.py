@@ -1,8 +1,13 @@
-"""Detector3DTemplate: builds a detector from ``MODEL`` config sections in a fixed topology.
+"""Detector3DTemplate: the detector family on :class:`pcdet.models.model_template.Model3DTemplate`.
 
-Modules are built in ``module_topology`` order; each builder reads the channel counts and geometry
-produced by the previous ones from ``model_info_dict`` (so configs never state input widths) and
-adds its own. ``forward`` runs the modules in order on a shared ``batch_dict``.
+Slots, in build order, and the ``MODEL`` section each is built from: ``vfe`` (VFE), ``backbone_3d``
+(BACKBONE_3D), ``map_to_bev_module`` (MAP_TO_BEV), ``pfe`` (PFE), ``backbone_2d`` (BACKBONE_2D),
+``dense_head`` (DENSE_HEAD), ``point_head`` (POINT_HEAD), ``roi_head`` (ROI_HEAD); a detector
+lists the slots it uses in ``module_topology`` (PointPillars: vfe, map_to_bev_module, backbone_2d,
+dense_head). Each builder reads the channel counts and geometry of the previous ones from the
+``model_info_dict`` (so configs never state input widths); heads get ``voxel_size`` and the
+``feature_map_stride`` of the map they read. ``forward`` = ``extract_features`` (the modules in
+order on a shared ``batch_dict``) then the losses or the post-processing.
 
 ``batch_dict`` contract (B = batch size, V = voxels/pillars in the batch, P = points per voxel):
 
@@ -28,159 +33,91 @@ batch_box_preds            (B, A, 7)               dense head (decoded LiDAR box
 Inference ends in :meth:`post_processing` -> list (per sample) of ``pred_boxes`` (K, 7),
 ``pred_scores`` (K,), ``pred_labels`` (K,) 1-based, plus a recall dict.
 """
-import os
-
 import torch
-import torch.nn as nn
 
-from pcdet.models import backbones_2d, backbones_3d, dense_heads
-from pcdet.models.backbones_2d import map_to_bev
-from pcdet.models.backbones_3d import vfe
+from pcdet.models.model_template import (  # noqa: F401  (re-exported: the errors' historical home)
+    CheckpointMismatchError,
+    FeatureSpec,
+    Model3DTemplate,
+    check_state_dict_compatible,
+)
 from pcdet.models.model_utils import model_nms_utils
+from pcdet.models.registries import BACKBONES_2D, DENSE_HEADS, MAP_TO_BEV, PFE, POINT_HEADS, ROI_HEADS
 
 
-class CheckpointMismatchError(RuntimeError):
-    """A checkpoint does not fit the model built from its config; names the first bad key."""
+class Detector3DTemplate(Model3DTemplate):
+    """Base of the detectors: the OpenPCDet slots, box losses, NMS post-processing and recall."""
 
+    family = "detector"
+    module_topology = ["vfe", "backbone_3d", "map_to_bev_module", "pfe", "backbone_2d", "dense_head", "point_head",
+                       "roi_head"]
+    SECTIONS = {"map_to_bev_module": "MAP_TO_BEV"}
+    EXTRA_KEYS = {"NAME", "BN_MOMENTUM", "POST_PROCESSING"}
 
-def check_state_dict_compatible(model_state, ckpt_state, source, strict=True):
-    """Raise :class:`CheckpointMismatchError` naming the first missing/unexpected/mis-shaped key."""
-    for key, val in ckpt_state.items():
-        if key in model_state and tuple(model_state[key].shape) != tuple(val.shape):
-            raise CheckpointMismatchError(
-                f"{source}: shape mismatch at {key!r}: checkpoint {tuple(val.shape)} vs model "
-                f"{tuple(model_state[key].shape)} (was the checkpoint trained with another config?)"
-            )
-    if strict:
-        missing = [k for k in model_state if k not in ckpt_state]
-        unexpected = [k for k in ckpt_state if k not in model_state]
-        if missing:
-            raise CheckpointMismatchError(f"{source}: key {missing[0]!r} missing from the checkpoint ({len(missing)} missing)")
-        if unexpected:
-            raise CheckpointMismatchError(
-                f"{source}: unexpected key {unexpected[0]!r} in the checkpoint ({len(unexpected)} unexpected)"
-            )
-
-
-class Detector3DTemplate(nn.Module):
-    module_topology = ["vfe", "backbone_3d", "map_to_bev_module", "backbone_2d", "dense_head"]
-
-    def __init__(self, model_cfg, num_class, dataset):
-        super().__init__()
-        self.model_cfg = model_cfg
-        self.num_class = num_class
-        self.dataset = dataset
-        self.class_names = dataset.class_names
-        self.register_buffer("global_step", torch.LongTensor(1).zero_())
-        self.module_list = self.build_networks()
-        self.set_bn_momentum(model_cfg.get("BN_MOMENTUM", None))
-
-    def set_bn_momentum(self, momentum):
-        """Override the BatchNorm momentum of every layer (``MODEL.BN_MOMENTUM``; None keeps each
-        layer's own, 0.01 as in OpenPCDet). Short schedules need a faster one (e.g. 0.1): with 0.01
-        the running statistics after a few hundred steps are still far from the batch statistics
-        and inference in eval mode degrades."""
-        if momentum is None:
-            return
-        for module in self.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.momentum = float(momentum)
-
-    @property
-    def mode(self):
-        return "TRAIN" if self.training else "TEST"
-
-    def update_global_step(self):
-        self.global_step += 1
-
-    # ------------------------------------------------------------ building
-    def build_networks(self):
-        processor = self.dataset.data_processor
-        info = {
-            "module_list": [],
-            "num_rawpoint_features": self.dataset.point_feature_encoder.num_point_features,
-            "num_point_features": self.dataset.point_feature_encoder.num_point_features,
-            "grid_size": processor.grid_size,
-            "point_cloud_range": processor.point_cloud_range,
-            "voxel_size": processor.voxel_size,
-        }
-        known = set(self.module_topology) | {"NAME", "POST_PROCESSING", "BN_MOMENTUM"}
-        section_of = {"map_to_bev_module": "MAP_TO_BEV"}
-        for key in self.model_cfg:
-            if key not in known and key.lower() not in self.module_topology and key != "MAP_TO_BEV":
-                raise ValueError(f"MODEL: unknown section {key!r}; this detector builds {self.module_topology}")
-        for name in self.module_topology:
-            section = section_of.get(name, name.upper())
-            module, info = getattr(self, f"build_{name}")(self.model_cfg.get(section, None), info)
-            if module is not None:
-                self.add_module(name, module)
-        return info["module_list"]
-
-    @staticmethod
-    def _lookup(registry, cfg, section):
-        if cfg.NAME not in registry:
-            raise ValueError(f"MODEL.{section}.NAME={cfg.NAME!r} is not registered; known: {sorted(registry)}")
-        return registry[cfg.NAME]
-
-    def build_vfe(self, cfg, info):
-        if cfg is None:
-            return None, info
-        cls = self._lookup(vfe.__all__, cfg, "VFE")
-        m = cls(model_cfg=cfg, num_point_features=info["num_rawpoint_features"], point_cloud_range=info["point_cloud_range"],
-                voxel_size=info["voxel_size"], grid_size=info["grid_size"])
-        info["num_point_features"] = m.get_output_feature_dim()
-        info["module_list"].append(m)
-        return m, info
-
-    def build_backbone_3d(self, cfg, info):
-        if cfg is None:
-            return None, info
-        cls = self._lookup(backbones_3d.__all__, cfg, "BACKBONE_3D")
-        m = cls(model_cfg=cfg, input_channels=info["num_point_features"], grid_size=info["grid_size"],
-                voxel_size=info["voxel_size"], point_cloud_range=info["point_cloud_range"])
-        info["num_point_features"] = m.num_point_features
-        info["backbone_channels"] = getattr(m, "backbone_channels", None)
-        info["module_list"].append(m)
-        return m, info
-
+    # ------------------------------------------------------------ building (one builder per slot)
+    # build_vfe / build_backbone_3d: Model3DTemplate
     def build_map_to_bev_module(self, cfg, info):
         if cfg is None:
             return None, info
-        cls = self._lookup(map_to_bev.__all__, cfg, "MAP_TO_BEV")
-        m = cls(model_cfg=cfg, grid_size=info["grid_size"], num_point_features=info["num_point_features"])
+        m = self.build_module(MAP_TO_BEV, cfg, "map_to_bev_module", info, grid_size=info["grid_size"],
+                              num_point_features=info["num_point_features"])
         info["num_bev_features"] = m.num_bev_features
-        info["module_list"].append(m)
+        # stride of the BEV map w.r.t. the voxel grid (1 for scattered pillars, 8 for SECOND's height compression)
+        info["feature_map_stride"] = int(getattr(m, "bev_stride", 1))
+        return m, info
+
+    def build_pfe(self, cfg, info):
+        if cfg is None:
+            return None, info
+        m = self.build_module(PFE, cfg, "pfe", info, voxel_size=info["voxel_size"],
+                              point_cloud_range=info["point_cloud_range"],
+                              num_bev_features=info.get("num_bev_features"),
+                              num_rawpoint_features=info["num_rawpoint_features"],
+                              backbone_channels=info.get("backbone_channels"))
+        info["num_point_features"] = m.num_point_features
+        info["num_point_features_before_fusion"] = getattr(m, "num_point_features_before_fusion", None)
         return m, info
 
     def build_backbone_2d(self, cfg, info):
         if cfg is None:
             return None, info
-        cls = self._lookup(backbones_2d.__all__, cfg, "BACKBONE_2D")
-        m = cls(model_cfg=cfg, input_channels=info.get("num_bev_features"))
+        m = self.build_module(BACKBONES_2D, cfg, "backbone_2d", info, input_channels=info.get("num_bev_features"),
+                              input_stride=info.get("feature_map_stride", 1))
         info["num_bev_features"] = m.num_bev_features
-        info["module_list"].append(m)
+        stride = info.get("feature_map_stride", 1) * getattr(m, "output_stride", 1)
+        info["feature_map_stride"] = int(stride) if float(stride).is_integer() else stride
         return m, info
 
     def build_dense_head(self, cfg, info):
         if cfg is None:
             return None, info
-        cls = self._lookup(dense_heads.__all__, cfg, "DENSE_HEAD")
-        m = cls(model_cfg=cfg, input_channels=info["num_bev_features"],
-                num_class=self.num_class if not cfg.get("CLASS_AGNOSTIC", False) else 1,
-                class_names=self.class_names, grid_size=info["grid_size"], point_cloud_range=info["point_cloud_range"],
-                predict_boxes_when_training=self.model_cfg.get("ROI_HEAD", False) is not False)
-        info["module_list"].append(m)
+        m = self.build_module(DENSE_HEADS, cfg, "dense_head", info, input_channels=info["num_bev_features"],
+                              num_class=self.num_class if not cfg.get("CLASS_AGNOSTIC", False) else 1,
+                              class_names=self.class_names, grid_size=info["grid_size"],
+                              point_cloud_range=info["point_cloud_range"], voxel_size=info["voxel_size"],
+                              feature_map_stride=info.get("feature_map_stride", 1),
+                              predict_boxes_when_training=self.model_cfg.get("ROI_HEAD", None) is not None)
         return m, info
 
-    # ------------------------------------------------------------ running
-    def forward(self, batch_dict):
-        for module in self.module_list:
-            batch_dict = module(batch_dict)
-        if self.training:
-            loss, tb_dict, disp_dict = self.get_training_loss()
-            return {"loss": loss}, tb_dict, disp_dict
-        return self.post_processing(batch_dict)
+    def build_point_head(self, cfg, info):
+        if cfg is None:
+            return None, info
+        channels = info.get("num_point_features_before_fusion") or info["num_point_features"]
+        m = self.build_module(POINT_HEADS, cfg, "point_head", info, input_channels=channels,
+                              num_class=self.num_class if not cfg.get("CLASS_AGNOSTIC", False) else 1,
+                              predict_boxes_when_training=self.model_cfg.get("ROI_HEAD", None) is not None)
+        return m, info
 
+    def build_roi_head(self, cfg, info):
+        if cfg is None:
+            return None, info
+        m = self.build_module(ROI_HEADS, cfg, "roi_head", info, input_channels=info["num_point_features"],
+                              backbone_channels=info.get("backbone_channels"),
+                              point_cloud_range=info["point_cloud_range"], voxel_size=info["voxel_size"],
+                              num_class=self.num_class if not cfg.get("CLASS_AGNOSTIC", False) else 1)
+        return m, info
+
+    # ------------------------------------------------------------ running (forward: Model3DTemplate)
     def get_training_loss(self):
         """Sum of the losses of the heads present; each head returns ``(loss, tb_dict)``."""
         loss, tb_dict = 0.0, {}
@@ -235,16 +172,3 @@ class Detector3DTemplate(nn.Module):
                 recall_dict[f"recall_{t}"] += int((best > t).sum().item())
         recall_dict["gt"] += int(gt.shape[0])
         return recall_dict
-
-    # ------------------------------------------------------------ checkpoints
-    def load_params_from_file(self, filename, logger=None, strict=True):
-        """Load model weights from a training checkpoint (``model_state``) or a bare state dict."""
-        if not os.path.isfile(filename):
-            raise FileNotFoundError(f"checkpoint not found: {filename}")
-        ckpt = torch.load(filename, map_location="cpu", weights_only=False)
-        state = ckpt.get("model_state", ckpt)
-        check_state_dict_compatible(self.state_dict(), state, filename, strict=strict)
-        self.load_state_dict(state, strict=strict)
-        if logger is not None:
-            logger.info(f"loaded {len(state)} tensors from {filename}")
-        return ckpt

@@ -6,8 +6,11 @@ Reads ``pillar_features`` (V, C) and ``voxel_coords`` (V, 4) = [b, z, y, x]; wri
 import torch.nn as nn
 
 from pcdet.config import check_keys
+from pcdet.models.model_template import FeatureSpec
+from pcdet.models.registries import MAP_TO_BEV
 
 
+@MAP_TO_BEV.register()
 class PointPillarScatter(nn.Module):
     ALLOWED_KEYS = {"NAME", "NUM_BEV_FEATURES"}
 
@@ -22,6 +25,11 @@ class PointPillarScatter(nn.Module):
         self.num_bev_features = num_point_features if num_point_features is not None else stated
         self.nx, self.ny, self.nz = (int(v) for v in grid_size)
         assert self.nz == 1, "PointPillarScatter needs a single voxel along z (pillars)"
+
+    bev_stride = 1  # one BEV cell per pillar
+
+    def feature_specs(self, info):
+        return {"spatial_features": FeatureSpec(self.num_bev_features * self.nz, "dense_bev", stride=1)}
 
     def forward(self, batch_dict):
         feats, coords = batch_dict["pillar_features"], batch_dict["voxel_coords"]

@@ -1,8 +1,8 @@
-"""Voxel feature encoders, registered by the name used in ``MODEL.VFE.NAME``.
+"""Voxel feature encoders, registered in :data:`pcdet.models.registries.VFES` by ``MODEL.VFE.NAME``.
 
 Each encoder reads ``voxels``/``voxel_num_points``/``voxel_coords`` and exposes
 ``get_output_feature_dim()`` so the next module is built with the right width.
 """
 from pcdet.models.backbones_3d.vfe.pillar_vfe import PillarVFE
 
-__all__ = {"PillarVFE": PillarVFE}
+__all__ = ["PillarVFE"]

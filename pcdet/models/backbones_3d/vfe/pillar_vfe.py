@@ -10,6 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pcdet.config import check_keys
+from pcdet.models.model_template import FeatureSpec
+from pcdet.models.registries import VFES
 
 
 class PFNLayer(nn.Module):
@@ -36,6 +38,7 @@ class PFNLayer(nn.Module):
         return torch.cat([x, x_max.repeat(1, inputs.shape[1], 1)], dim=2)
 
 
+@VFES.register()
 class PillarVFE(nn.Module):
     ALLOWED_KEYS = {"NAME", "WITH_DISTANCE", "USE_ABSLOTE_XYZ", "USE_ABSOLUTE_XYZ", "USE_NORM", "NUM_FILTERS"}
 
@@ -59,6 +62,10 @@ class PillarVFE(nn.Module):
 
     def get_output_feature_dim(self):
         return self.num_filters[-1]
+
+    def feature_specs(self, info):
+        return {"pillar_features": FeatureSpec(self.num_filters[-1], "sparse_rows", coord_key="voxel_coords",
+                                               count_key="voxel_num_points")}
 
     @staticmethod
     def get_paddings_indicator(actual_num, max_num):

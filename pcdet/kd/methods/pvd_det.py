@@ -1,7 +1,8 @@
-"""PVD: point-to-voxel knowledge distillation (Hou et al., CVPR 2022) applied to a pillar detector.
+"""PVDDet: point-to-voxel knowledge distillation (Hou et al., CVPR 2022) adapted to a pillar detector.
 
-Source: Hou et al., "Point-to-Voxel Knowledge Distillation for LiDAR Semantic Segmentation", CVPR 2022
-(seed 003_c98d9a284ac4135d.txt), eqs. (1)-(7). The paper distils a segmentation network.
+Source: Hou et al., "Point-to-Voxel Knowledge Distillation for LiDAR Semantic Segmentation", CVPR 2022,
+eqs. (1)-(7). The paper distils a segmentation network (that method is ``PVD``, for segmentors); this
+is the detection adaptation the PointDistiller appendix compares against (Table 4, "Hou").
 Applied to PointPillars as follows (the mapping is this project's choice, the formulas are the paper's).
 Loss implemented:
   * voxelwise output (eq. 2): the anchor head's class map, one "voxel" per BEV cell of the head:
@@ -27,8 +28,9 @@ Loss implemented:
 import numpy as np
 import torch
 
-from pcdet.kd.methods.base import KDMethod
-from pcdet.kd.methods.common import anchor_view, cosine_affinity, gt_bev_masks, point_cloud_range_of, sigmoid_kl
+from pcdet.kd.methods.base import KD_METHODS, KDMethod
+from pcdet.kd.keys import TEA, tea
+from pcdet.kd.methods.common import cosine_affinity, gt_bev_masks, head_view, point_cloud_range_of, sigmoid_kl
 from pcdet.kd.methods.common import student_map, teacher_map
 
 
@@ -47,8 +49,9 @@ def padded_affinity(feat, n):
     return cosine_affinity(feat)
 
 
-class PVD(KDMethod):
-    """PVD (Hou et al.) on a detector: point/voxel output KL + inter-point/inter-voxel affinity in sampled supervoxels."""
+@KD_METHODS.register()
+class PVDDet(KDMethod):
+    """PVDDet: PVD (Hou et al.) adapted to a detector: point/voxel output KL + point/voxel affinity in sampled supervoxels."""
 
     ALLOWED_KEYS = {"NAME", "WEIGHT", "ALPHA_POINT", "ALPHA_VOXEL", "BETA_POINT", "BETA_VOXEL", "SUPERVOXELS", "K",
                     "N_P", "N_V", "MINORITY_CLASSES", "POINT_FEATURE", "VOXEL_FEATURE"}
@@ -56,6 +59,7 @@ class PVD(KDMethod):
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
         self.num_class = int(student.num_class)
+        self.view_s, self.view_t = head_view(student, where), head_view(teacher, where)
         self.pcr = point_cloud_range_of(student)
         self.alpha_p = float(cfg.get("ALPHA_POINT", 0.1))
         self.alpha_v = float(cfg.get("ALPHA_VOXEL", 0.15))
@@ -108,7 +112,7 @@ class PVD(KDMethod):
 
     def affinity_losses(self, batch_dict, h, w):
         ps = student_map(batch_dict, self.point_feature)
-        pt = batch_dict[self.point_feature + "_tea"].detach().float()
+        pt = batch_dict[tea(self.point_feature)].detach().float()
         fs = student_map(batch_dict, self.voxel_feature)
         ft = teacher_map(batch_dict, self.voxel_feature, fs)
         coords = batch_dict["voxel_coords"]
@@ -150,17 +154,18 @@ class PVD(KDMethod):
                 rows = pil[pil_block == r]
                 if rows.numel() > self.n_p:
                     rows = rows[torch.randperm(rows.numel(), device=rows.device)[: self.n_p]]
-                l_p = l_p + (padded_affinity(ps[rows], self.n_p) - padded_affinity(pt[rows], self.n_p)).pow(2).sum() / self.n_p ** 2
+                diff = padded_affinity(ps[rows], self.n_p) - padded_affinity(pt[rows], self.n_p)
+                l_p = l_p + diff.pow(2).sum() / self.n_p ** 2
                 drawn += 1
         if drawn:
             l_p, l_v = l_p / drawn, l_v / drawn
         return l_p, l_v, drawn
 
     def forward(self, batch_dict):
-        zs = anchor_view(batch_dict["cls_preds"], self.num_class)
-        zt = anchor_view(batch_dict["cls_preds_tea"].detach(), self.num_class)
+        zs = self.view_s(batch_dict)["cls"]
+        zt = self.view_t(batch_dict, TEA)["cls"].detach()
         coords = batch_dict["voxel_coords"]
-        npts = batch_dict.get("voxel_num_points_tea", batch_dict["voxel_num_points"])
+        npts = batch_dict.get(tea("voxel_num_points"), batch_dict["voxel_num_points"])
         l_out_p, l_out_v = self.output_losses(zs, zt, coords, npts)
         l_aff_p, l_aff_v, drawn = self.affinity_losses(batch_dict, zs.shape[1], zs.shape[2])
         loss = self.alpha_p * l_out_p + self.alpha_v * l_out_v + self.beta_p * l_aff_p + self.beta_v * l_aff_v

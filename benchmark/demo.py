@@ -1,6 +1,6 @@
 """The main job on the embedded synthetic dataset (``make demo``).
 
-    python -m pcdet.demo --out output/demo [--frames 240] [--epochs 5] [--seed 0]
+    python -m benchmark.demo --out output/demo [--frames 240] [--epochs 5] [--seed 0]
 
 1. generates the embedded synthetic dataset in the KITTI layout and prints its label statistics
    next to real KITTI's (``pcdet.datasets.synthetic.stats``), then builds the KITTI info pickles;
