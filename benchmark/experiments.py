@@ -42,6 +42,14 @@ def resolved_config(cfg_file):
     return to_plain(load_experiment_cfg(cfg_file), unknown=str)
 
 
+def metrics_files(run_dir):
+    """``{epoch: metrics.json path}`` of every evaluation of a ``tools/train.py`` run (any split name)."""
+    found = {}
+    for path in (Path(run_dir) / "eval").glob("epoch_*/*/metrics.json"):
+        found[int(path.parent.parent.name.split("_")[1])] = path
+    return dict(sorted(found.items()))
+
+
 def final_metrics_file(run_dir):
     """The newest ``eval/epoch_N/<split>/metrics.json`` of a ``tools/train.py`` run (any split name), or None."""
     found = sorted((Path(run_dir) / "eval").glob("epoch_*/*/metrics.json"),
@@ -220,6 +228,8 @@ class Train(Experiment):
                 raise ExperimentError(f"{self}: no evaluation in {self.run_dir / 'eval'}; log {_rel(logfile)}")
             data = json.loads(found.read_text())
             result.update(metrics=data["metrics"], dataset=data.get("dataset_note", ""), metrics_file=_rel(found))
+            result["metrics_by_epoch"] = {str(e): json.loads(p.read_text())["metrics"]
+                                          for e, p in metrics_files(self.run_dir).items()}
         stats = self.run_dir / "train_stats.json"
         if stats.is_file():
             data = json.loads(stats.read_text())

@@ -48,7 +48,7 @@ def _log(msg):
 
 
 def row_metrics(table, row):
-    names = list(row["PAPER"])
+    names = list(row["PAPER"]) + [m for m in row.get("METRICS", []) if m not in row["PAPER"]]
     for measure in table["MEASURES"]:
         defaults = ACCURACY_METRICS.get(table["TASK"], []) if measure == "accuracy" else DEFAULT_METRICS[measure]
         for m in defaults:
@@ -97,6 +97,25 @@ class TablePlan:
     def dataset_note(self):
         return self.dataset_cls.dataset_note_for(self.data.root)
 
+    def score(self, result, metric):
+        """A run's value of ``metric``: the mean over its last ``EVAL_LAST`` evaluations when the preset
+        asks for it (each through the evaluator's ``metric_value``), else its final evaluation."""
+        n = int(self.preset.get("EVAL_LAST") or 1)
+        by_epoch = result.get("metrics_by_epoch") or {}
+        if n > 1 and len(by_epoch) >= n:
+            last = [by_epoch[e] for e in sorted(by_epoch, key=int)[-n:]]
+            return sum(self.evaluator_cls.metric_value(m, metric) for m in last) / n
+        return self.evaluator_cls.metric_value(result["metrics"], metric)
+
+    def gate_reference(self):
+        """The experiments the teacher gate compares: (teacher, the no-KD student of the lowest seed)."""
+        rows = [r for r in self.table["ROWS"] if r["NAME"] in self.row_exps]
+        nokd = next((r for r in rows if not r.get("KD") and not r.get("TEACHER")), None)
+        teacher = next(iter(self.teachers.values()), None)
+        if nokd is None or teacher is None or not self.row_exps[nokd["NAME"]].get("accuracy"):
+            return None
+        return teacher, min(self.row_exps[nokd["NAME"]]["accuracy"], key=lambda e: e.seed)
+
     def teacher_for(self, row):
         """The one teacher run a row's KD config distils from (a teacher row reports that same run)."""
         cfg = registry.teacher_config(self.table, self.preset, row)
@@ -123,8 +142,13 @@ class TablePlan:
                     exps["accuracy"] = [teacher]
                 else:
                     cfg = kd_cfg or model_cfg
+                    extra = []
+                    if p.get("EVAL_LAST"):
+                        extra += ["--eval_last", str(p["EVAL_LAST"])]
+                    if kd_cfg and p.get("KD_DIAGNOSTICS"):
+                        extra += ["--kd_diagnostics", str(p["KD_DIAGNOSTICS"])]
                     exps["accuracy"] = [Train(self.cache_root, cfg.stem, cfg, s, p["EPOCHS"], self.data, self.device,
-                                              teacher=teacher if kd_cfg else None,
+                                              teacher=teacher if kd_cfg else None, extra_args=extra,
                                               **self.training_threads(exclusive=False)) for s in self.seeds]
             if "complexity" in t["MEASURES"]:
                 exps["complexity"] = Complexity(self.cache_root, model_cfg.stem, model_cfg, frame)
@@ -150,10 +174,15 @@ class TablePlan:
         return self
 
     def experiments(self):
-        """Every experiment once, in run order (teacher before the rows that distil from it)."""
+        """Every experiment once, in run order (teacher before the rows that distil from it; with the
+        preset's ``ORDER: seed``, the students seed by seed, every row of seed 0 first)."""
         out = list(self.teachers.values())
+        students = [e for exps in self.row_exps.values() for e in exps.get("accuracy", []) if e not in out]
+        if self.preset.get("ORDER") == "seed":
+            students = sorted(students, key=lambda e: e.seed)  # stable: row order within a seed
+        out += students
         for exps in self.row_exps.values():
-            for key in ("accuracy", "complexity", "epoch"):
+            for key in ("complexity", "epoch"):
                 val = exps.get(key)
                 for e in (val if isinstance(val, list) else [val] if val else []):
                     out.append(e)
@@ -215,6 +244,8 @@ def schedule_trainings(trainings, jobs, start, done, runner=None):
     for e in trainings:
         if e.dir in ran:
             done(e)
+    # a teacher finished earlier (e.g. before a gate) releases its students even when not in this list
+    ran |= {e.teacher.dir for e in trainings if e.teacher is not None and e.teacher.cached()}
     pending = sorted((e for e in trainings if e.dir not in ran), key=lambda e: not getattr(e, "exclusive", False))
     errors = []
     own = runner is None
@@ -284,6 +315,12 @@ def run_plan(plan, jobs=None):
             bar.set_postfix_str(f"running: {', '.join(sorted(active))}" if active else f"done: {e.label}")
             bar.update()
 
+        gate = plan.gate_reference() if plan.preset.get("GATE") else None
+        if gate is not None:
+            first = [e for e in trainings if e in gate or e.teacher is None and e.exclusive]
+            schedule_trainings(first, jobs, start, done)
+            check_gate(plan, *gate)
+            trainings = [e for e in trainings if e not in first]
         schedule_trainings(trainings, jobs, start, done)
         for e in others:
             state = "cached" if e.cached() else "running"
@@ -297,6 +334,39 @@ def run_plan(plan, jobs=None):
 def _how_trained(results):
     """``precision`` and ``threads`` of training results, for the CSV (a run older than their recording: empty)."""
     return {"precision": [res.get("precision") for res in results], "threads": [res.get("threads") for res in results]}
+
+
+def check_gate(plan, teacher, student):
+    """The preset's teacher gate: teacher minus no-KD student (seed ``student.seed``) moderate AP per class,
+    BEV and 3D, against ``GATE.MIN_GAP``; printed, written to ``<cache>/gates/<table>.json``, and returned.
+    A class below the gap is flagged (the run goes on: a schedule that cannot reach it is reported as such)."""
+    import json
+
+    gap_min = float(plan.preset["GATE"].get("MIN_GAP", 5.0))
+    t_res, s_res = teacher.result(), student.result()
+    rows, flagged = [], []
+    for kind in ("bev", "3d"):
+        for cls in ("car", "ped", "cyc"):
+            name = f"{kind}_{cls}_moderate"
+            t, s = plan.score(t_res, name), plan.score(s_res, name)
+            ok = t - s >= gap_min
+            rows.append({"metric": name, "teacher": round(t, 2), "student_no_kd": round(s, 2),
+                         "gap": round(t - s, 2), "passes": ok})
+            if not ok:
+                flagged.append(name)
+    _log(f"teacher gate (teacher - no-KD student seed {student.seed} >= {gap_min} moderate AP per class):")
+    for r in rows:
+        _log(f"  {r['metric']:18s} teacher {r['teacher']:6.2f}  student {r['student_no_kd']:6.2f}  gap "
+             f"{r['gap']:+6.2f}  {'ok' if r['passes'] else 'FLAGGED: below the gate'}")
+    if flagged:
+        _log(f"gate missed for {', '.join(flagged)}: those classes are flagged in the report; the run goes on")
+    out = Path(plan.cache_root) / "gates" / f"{plan.table['ID']}_{plan.preset_name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {"min_gap": gap_min, "teacher": _rel(teacher.dir), "student": _rel(student.dir), "rows": rows,
+              "flagged": flagged}
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    plan.gate = record
+    return record
 
 
 def table_cells(plan):
@@ -317,9 +387,9 @@ def table_cells(plan):
             if exps and plan.evaluator_cls is not None and plan.evaluator_cls.is_table_metric(metric) \
                     and exps.get("accuracy"):
                 results = [e.result() for e in exps["accuracy"]]
-                values = [plan.evaluator_cls.metric_value(res["metrics"], metric) for res in results]
+                values = [plan.score(res, metric) for res in results]
                 source = [res["run_dir"] for res in results]
-                how = _how_trained(results)
+                how = dict(_how_trained(results), values=values, seeds=[e.seed for e in exps["accuracy"]])
             elif exps and metric in ("gflops", "params_m") and exps.get("complexity"):
                 res = exps["complexity"].result()
                 values, source = [res["gmacs"] if metric == "gflops" else res["params_m"]], res["source"]

@@ -18,12 +18,14 @@ PRESETS_FILE = Path(__file__).resolve().parent / "presets.yaml"
 
 #: every table the harness knows; a missing file is an error of ``load_tables``
 TABLE_IDS = ("pd_t1", "pd_t2", "pd_t3", "pd_t4", "pd_t5", "pd_app_t1", "pd_app_t2", "pd_app_t3", "pd_app_t4",
-             "pd_app_d2", "pvd_t1", "pvd_t2", "pvd_t3", "pvd_t4", "pvd_t5", "pvd_f6")
+             "pd_app_d2", "pvd_t1", "pvd_t2", "pvd_t3", "pvd_t4", "pvd_t5", "pvd_f6", "pd_paired",
+             "pd_paired_baselines")
 TABLE_KEYS = {"ID", "TITLE", "PAPER_SOURCE", "TASK", "DATASET", "MEASURES", "NEEDS", "NOTES", "ROWS", "TEACHER_MODEL",
               "REFERENCE_ROW"}
-ROW_KEYS = {"NAME", "MODEL", "KD", "TEACHER", "TEACHER_MODEL", "NEEDS", "PAPER", "VARIANT"}
+ROW_KEYS = {"NAME", "MODEL", "KD", "TEACHER", "TEACHER_MODEL", "NEEDS", "PAPER", "VARIANT", "METRICS"}
 MEASURES = {"accuracy", "complexity", "latency", "training_cost"}
-PRESET_KEYS = {"DESCRIPTION", "FAMILY", "DATA", "EPOCHS", "TEACHER_EPOCHS", "SEEDS", "JOBS", "LATENCY", "KD_OVERHEAD"}
+PRESET_KEYS = {"DESCRIPTION", "FAMILY", "DATA", "EPOCHS", "TEACHER_EPOCHS", "SEEDS", "JOBS", "LATENCY", "KD_OVERHEAD",
+               "EVAL_LAST", "GATE", "KD_DIAGNOSTICS", "ORDER"}
 
 
 class RegistryError(ValueError):
@@ -72,6 +74,9 @@ def load_table(path):
         row.setdefault("TEACHER", False)
         row["NEEDS"] = list(row.get("NEEDS") or [])
         row["PAPER"] = dict(row.get("PAPER") or {})
+        row["METRICS"] = list(row.get("METRICS") or [])
+        for metric in row["METRICS"]:
+            check_metric(metric, f"{where} ({row['NAME']}) METRICS")
         for metric, value in row["PAPER"].items():
             check_metric(metric, f"{where} ({row['NAME']})")
             if value is not None and not isinstance(value, (int, float)):

@@ -4,12 +4,19 @@ Reads every ``DIR/<table id>.csv`` written by ``python -m benchmark run`` and wr
 ``DIR/report.md`` (per table: the paper's figure beside the measured mean +- std, n seeds, the
 dataset and the run directories) and, when the CSVs hold the data for them:
 
-* ``accuracy_vs_gmacs.png``: 3D / BEV mAP against GMACs, measured (filled) and paper (hollow);
+* ``accuracy_vs_compute.png``: per table, 3D / BEV mAP against GMACs, both relative to the table's own
+  teacher (measured: filled, paper: hollow; one colour per row), so the embedded data's grid and
+  scores are never plotted on the paper's KITTI axes;
 * ``latency.png``: measured latency per row (and the paper's, on its own axis: other hardware);
 * ``kd_gains.png``: per KD row, mAP minus the mAP of the same student without KD, measured vs paper;
+* ``forest_<table>.png``: each KD row's gain over the student without KD with its 95% confidence
+  interval (paired over seeds when the CSV has per-seed values, Welch otherwise) and the paper's gain;
 * for methods tables (every non-teacher row trains one student model): the measured ranking beside
   the paper's, with Kendall's tau-b between the two orders.
-Nothing is computed here that the CSVs do not hold.
+Statistics of a KD gain (:func:`gain_statistics`): with per-seed values (the ``seeds`` / ``values``
+columns) the paired t test on the seed-matched differences, its 95% confidence interval and p;
+Welch's t on the two rows as a secondary test; Holm's step-down correction of the paired p values
+across the KD rows of a table (per metric). Nothing is computed here that the CSVs do not hold.
 """
 import csv
 from collections import OrderedDict
@@ -77,28 +84,72 @@ def markdown(tables):
     return "\n".join(lines) + "\n"
 
 
-def _plot_accuracy(tables, path, plt):
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    drawn = False
+def _teacher_row(tid, all_tables=None):
+    all_tables = all_tables or registry.load_tables(require_all=False)
+    spec = all_tables.get(tid)
+    return next((r["NAME"] for r in spec["ROWS"] if r.get("TEACHER")), None) if spec else None
+
+
+def _plot_accuracy(tables, path, plt, all_tables=None):
+    """3D / BEV mAP against GMACs, each relative to the table's own teacher (measured vs measured
+    teacher, paper vs paper teacher); a table without a teacher row or GMACs is left out."""
+    fig, ax = plt.subplots(figsize=(7, 5))
+    colours = plt.get_cmap("tab20")
+    drawn, k = False, 0
     for tid, rows in tables.items():
-        for name, by in _pivot(rows).items():
-            g = by.get("gflops")
+        piv = _pivot(rows)
+        teacher = _teacher_row(tid, all_tables)
+        t = piv.get(teacher, {}) if teacher else {}
+        for name, by in piv.items():
+            if name == teacher or not by.get("gflops"):
+                continue
+            colour = colours(k % 20)
+            k += 1
             for metric, marker in (("3d_map", "o"), ("bev_map", "s")):
-                a = by.get(metric)
-                if not (g and a):
+                a, g = by.get(metric), by["gflops"]
+                ta, tg = t.get(metric), t.get("gflops")
+                if not (a and ta and tg):
                     continue
-                if _f(g["measured"]) is not None and _f(a["measured"]) is not None:
-                    ax.scatter(_f(g["measured"]), _f(a["measured"]), marker=marker, label=f"{tid}: {name} ({metric})")
+                for col, filled in (("measured", True), ("paper", False)):
+                    vals = [_f(x[col]) for x in (a, g, ta, tg)]
+                    if None in vals or not vals[2] or not vals[3]:
+                        continue
+                    ax.scatter(vals[1] / vals[3], vals[0] / vals[2], marker=marker, color=colour if filled else "none",
+                               edgecolors=colour, label=f"{tid}: {name} ({metric})" if filled else None)
                     drawn = True
-                if _f(g["paper"]) is not None and _f(a["paper"]) is not None:
-                    ax.scatter(_f(g["paper"]), _f(a["paper"]), marker=marker, facecolors="none", edgecolors="gray")
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel("GMACs")
-    ax.set_ylabel("mAP (moderate, R40)")
-    ax.set_title("accuracy vs compute (filled: measured, hollow gray: paper)")
-    ax.legend(fontsize=6)
+    ax.axhline(1.0, color="gray", lw=0.6)
+    ax.set_xlabel("GMACs / the table's teacher's GMACs")
+    ax.set_ylabel("mAP / the table's teacher's mAP")
+    ax.set_title("accuracy vs compute relative to each table's teacher (filled: measured, hollow: paper)", fontsize=8)
+    ax.legend(fontsize=5, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _plot_forest(gains, tid, path, plt):
+    """Each KD row's gain over the student without KD with its 95% CI, the paper's gain beside it."""
+    rows = [g for g in gains if g[0] == tid and g[3] is not None]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    for y, (_, name, metric, gain, paper, welch, pt) in enumerate(rows):
+        if pt is not None:
+            lo, hi = pt["ci"]
+            ax.plot([lo, hi], [y, y], color="C0", lw=2)
+        ax.plot(gain, y, "o", color="C0", label="measured gain, 95% CI" if y == 0 else None)
+        if paper is not None:
+            ax.plot(paper, y, "D", color="gray", mfc="none", label="paper's gain" if y == 0 else None)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{g[1]} ({g[2]})" for g in rows], fontsize=7)
+    ax.set_xlabel("mAP gain over the same student without KD")
+    ax.set_title(f"{tid}: KD gains (paired over seeds where the CSV has per-seed values)", fontsize=9)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -137,8 +188,10 @@ def _with_specs(tables, all_tables=None):
 
 
 def kd_gains(tables, all_tables=None):
-    """[(table, row, metric, measured gain, paper gain, welch)] of KD rows vs the same MODEL without KD;
-    ``welch`` is :func:`welch_t` of the two measured cells (None without a std on both)."""
+    """[(table, row, metric, measured gain, paper gain, welch, paired)] of KD rows vs the same MODEL without
+    KD; ``welch`` is :func:`welch_t` of the two measured cells (None without a std on both), ``paired``
+    the :func:`paired_t` dict of their per-seed values (None without them) with ``p_holm``, Holm's
+    correction across the KD rows of the table for that metric."""
     gains = []
     for tid, spec, piv in _with_specs(tables, all_tables):
         base = {r["MODEL"]: r["NAME"] for r in spec["ROWS"] if not r.get("KD") and not r.get("TEACHER")}
@@ -154,9 +207,60 @@ def kd_gains(tables, all_tables=None):
                 both = _f(kd_line["paper"]) is not None and _f(ref["paper"]) is not None
                 p = _f(kd_line["paper"]) - _f(ref["paper"]) if both else None
                 w = welch_t(*(_f(line[k]) for line in (kd_line, ref) for k in ("measured", "measured_std", "n_seeds")))
+                pt = paired_t(per_seed(kd_line), per_seed(ref))
                 if m is not None or p is not None:
-                    gains.append((tid, r["NAME"], metric, m, p, w))
+                    gains.append((tid, r["NAME"], metric, m, p, w, pt))
+    for tid in dict.fromkeys(g[0] for g in gains):
+        for metric in ("3d_map", "bev_map"):
+            group = [g for g in gains if g[0] == tid and g[2] == metric and g[6] is not None]
+            for g, adj in zip(group, holm([g[6]["p"] for g in group])):
+                g[6]["p_holm"] = adj
     return gains
+
+
+def per_seed(line):
+    """``{seed: value}`` of a CSV line with the ``seeds`` / ``values`` columns (``{}`` without them)."""
+    seeds, values = (line.get("seeds") or ""), (line.get("values") or "")
+    if not seeds or not values:
+        return {}
+    return {int(s): float(v) for s, v in zip(seeds.split(";"), values.split(";"))}
+
+
+def paired_t(kd, ref):
+    """Paired t test of per-seed values ``kd`` against ``ref`` (``{seed: value}``) on the seeds both have:
+    dict with n, mean difference, its sample std, t, df, two-sided p and the 95% confidence interval;
+    None with fewer than 2 common seeds. A zero spread of the differences gives t = +-inf (p = 0) or,
+    for identical arms, t = 0 (p = 1)."""
+    from scipy import stats
+
+    common = sorted(set(kd) & set(ref))
+    if len(common) < 2:
+        return None
+    d = [kd[s] - ref[s] for s in common]
+    n = len(d)
+    mean = sum(d) / n
+    sd = (sum((x - mean) ** 2 for x in d) / (n - 1)) ** 0.5
+    se = sd / n ** 0.5
+    df = n - 1
+    if se == 0:
+        t, p = (0.0, 1.0) if mean == 0 else (float("inf") if mean > 0 else float("-inf"), 0.0)
+    else:
+        t = mean / se
+        p = float(2 * stats.t.sf(abs(t), df))
+    half = float(stats.t.ppf(0.975, df)) * se
+    return {"n": n, "mean": mean, "sd": sd, "t": t, "df": df, "p": p, "ci": (mean - half, mean + half)}
+
+
+def holm(pvalues):
+    """Holm's step-down adjusted p values (same order as given; None entries are left out and kept None)."""
+    idx = [i for i, p in enumerate(pvalues) if p is not None]
+    order = sorted(idx, key=lambda i: pvalues[i])
+    m = len(order)
+    adjusted, running = [None] * len(pvalues), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def welch_t(m1, s1, n1, m0, s0, n0):
@@ -242,6 +346,95 @@ def _plot_gains(gains, path, plt):
     return path
 
 
+CLASS_METRICS = [f"{k}_{c}_moderate" for k in ("bev", "3d") for c in ("car", "ped", "cyc")]
+FLOOR_AP = 10.0  # a class whose no-KD student is below this moderate AP is flagged: KD cannot move a floor
+
+
+def gate_text(tables, all_tables=None):
+    """Per table with a teacher row and a no-KD row carrying per-class APs: the teacher gate (teacher
+    minus no-KD student, moderate AP per class) against the preset's ``GATE.MIN_GAP``, and the classes
+    where the no-KD student is below ``FLOOR_AP`` (flagged)."""
+    all_tables = all_tables or registry.load_tables(require_all=False)
+    presets = registry.load_presets()
+    text = ""
+    for tid, spec, piv in _with_specs(tables, all_tables):
+        teacher = next((r["NAME"] for r in spec["ROWS"] if r.get("TEACHER")), None)
+        nokd = next((r["NAME"] for r in spec["ROWS"] if not r.get("KD") and not r.get("TEACHER")), None)
+        if not teacher or not nokd or not any(_f(piv.get(teacher, {}).get(m, {}).get("measured")) is not None
+                                              for m in CLASS_METRICS if piv.get(teacher, {}).get(m)):
+            continue
+        preset = next((r["preset"] for r in tables[tid] if r["preset"]), "")
+        gap_min = float((presets.get(preset, {}).get("GATE") or {}).get("MIN_GAP", 5.0))
+        text += (f"\n## Teacher gate: {tid} (teacher minus the no-KD student, moderate AP; gate {gap_min:g})\n\n"
+                 "| class metric | teacher | no-KD student | gap | flag |\n|---|---|---|---|---|\n")
+        for m in CLASS_METRICS:
+            t, s = piv.get(teacher, {}).get(m), piv.get(nokd, {}).get(m)
+            tv, sv = (_f(t["measured"]) if t else None), (_f(s["measured"]) if s else None)
+            if tv is None or sv is None:
+                continue
+            flags = ([f"gap below {gap_min:g}"] if tv - sv < gap_min else []) + \
+                ([f"no-KD below {FLOOR_AP:g} AP"] if sv < FLOOR_AP else [])
+            text += f"| {m} | {tv:.2f} | {sv:.2f} | {tv - sv:+.2f} | {'; '.join(flags) or 'ok'} |\n"
+    return text
+
+
+DIAGNOSTIC_PANELS = (("bn_gamma_mean", "adapter BN scale (mean)"), ("bn_beta_mean", "adapter BN shift (mean)"),
+                     ("active", "active-ReLU fraction"), ("cka", "linear CKA(G_T, G_S)"),
+                     ("grad_ratio", "|dL_kd/dF| / |dL_task/dF|"), ("ess", "effective sample size of phi"))
+
+
+def diagnostics_runs(tables, all_tables=None):
+    """``[(label, [diagnostic records])]``: the lowest-seed run of every PointDistiller row (the published
+    method and its variants) of the CSVs, read from the ``train_stats.json`` of the run directory the
+    CSV names."""
+    import json
+
+    from pcdet.utils.paths import REPO_ROOT
+
+    out = []
+    for tid, spec, piv in _with_specs(tables, all_tables):
+        for r in spec["ROWS"]:
+            if not str(r.get("KD") or "").startswith("pointdistiller"):
+                continue
+            line = piv.get(r["NAME"], {}).get("bev_map")
+            if not line or not line["source"]:
+                continue
+            run = Path(line["source"].split(";")[0])
+            stats = (run if run.is_absolute() else REPO_ROOT / run) / "train_stats.json"
+            if stats.is_file():
+                records = json.loads(stats.read_text()).get("kd_diagnostics", [])
+                if records:
+                    out.append((f"{tid}: {r['NAME']}", records))
+    return out
+
+
+def _plot_diagnostics(tables, path, plt, all_tables=None):
+    runs = diagnostics_runs(tables, all_tables)
+    if not runs:
+        return None
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
+    for ax, (key, title) in zip(axes.ravel(), DIAGNOSTIC_PANELS):
+        for k, (label, records) in enumerate(runs):
+            for side, ls in (("t_", "-"), ("s_", "--"), ("", "-")):
+                name = side + key
+                xs = [rec["iteration"] for rec in records for f, v in rec.items() if f.endswith("/" + name)]
+                ys = [v for rec in records for f, v in rec.items() if f.endswith("/" + name)]
+                if xs and (side or key in ("cka", "grad_ratio", "ess")):
+                    ax.plot(xs, ys, ls, color=f"C{k}", lw=1,
+                            label=f"{label}{' teacher side' if side == 't_' else ' student side' if side == 's_' else ''}")
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("iteration", fontsize=7)
+        ax.tick_params(labelsize=6)
+        if key == "grad_ratio":
+            ax.set_yscale("log")
+    axes[0, 0].legend(fontsize=5)
+    fig.suptitle("PointDistiller diagnostics of the lowest-seed run of each arm (pcdet.kd.diagnostics)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_report(out):
     import matplotlib
 
@@ -255,21 +448,29 @@ def write_report(out):
     text = markdown(tables)
     gains = kd_gains(tables)
     if gains:
-        text += ("\n## KD gains (KD row minus the same student without KD)\n\nWelch's t test of the two measured "
-                 "rows over their seeds (two-sided p; with 3 seeds a row, p < 0.05 needs |t| of about 2.8 or more)."
-                 "\n\n| table | row | metric | measured | Welch t (df) | p | paper |\n|---|---|---|---|---|---|---|\n")
-        for t, n, m, g, p, w in gains:
+        text += ("\n## KD gains (KD row minus the same student without KD)\n\nWith per-seed values: the paired t "
+                 "test on the seed-matched differences (mean gain, 95% confidence interval, two-sided p, and p after "
+                 "Holm's correction across the table's KD rows for that metric). Welch's t test of the two rows over "
+                 "their seeds as a secondary test (with 3 seeds a row, p < 0.05 needs |t| of about 2.8 or more).\n\n"
+                 "| table | row | metric | measured | paired: 95% CI, p (Holm) | Welch t (df) | p | paper |\n"
+                 "|---|---|---|---|---|---|---|---|\n")
+        for t, n, m, g, p, w, pt in gains:
             w_s = "| |" if w is None else f"| {w[0]:+.2f} ({w[1]:.1f}) | {w[2]:.3f} |"
-            text += (f"| {t} | {n} | {m} | {'' if g is None else f'{g:+.2f}'} {w_s} "
+            pt_s = "" if pt is None else (f"[{pt['ci'][0]:+.2f}, {pt['ci'][1]:+.2f}] (n={pt['n']}), p {pt['p']:.3f} "
+                                          f"({pt['p_holm']:.3f})")
+            text += (f"| {t} | {n} | {m} | {'' if g is None else f'{g:+.2f}'} | {pt_s} {w_s} "
                      f"{'' if p is None else f'{p:+.2f}'} |\n")
+    text += gate_text(tables)
     for t, metric, ranked, tau in method_rankings(tables):
         tau_s = "undefined" if tau is None else f"{tau:+.2f}"
         text += (f"\n## Ranking of methods: {t}, {metric} (measured order; Kendall tau-b against the paper's "
                  f"order: {tau_s})\n\n| measured rank | row | measured | paper rank | paper |\n|---|---|---|---|---|\n")
         for n, m, sd, mr, p, pr in ranked:
             text += f"| {mr} | {n} | {m:.2f}{'' if sd is None else f' +- {sd:.2f}'} | {pr} | {p:.1f} |\n"
-    plots = [_plot_accuracy(tables, out / "accuracy_vs_gmacs.png", plt), _plot_latency(tables, out / "latency.png", plt),
+    plots = [_plot_accuracy(tables, out / "accuracy_vs_compute.png", plt), _plot_latency(tables, out / "latency.png", plt),
              _plot_gains(gains, out / "kd_gains.png", plt)]
+    plots += [_plot_forest(gains, tid, out / f"forest_{tid}.png", plt) for tid in dict.fromkeys(g[0] for g in gains)]
+    plots += [_plot_diagnostics(tables, out / "kd_diagnostics.png", plt)]
     plots = [p for p in plots if p]
     if plots:
         text += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"

@@ -1,19 +1,21 @@
 """The comparison CSV of a benchmark table: one line per (row, metric), the paper's figure beside ours.
 
 Columns (:data:`FIELDS`): ``table,row,metric,paper,measured,measured_std,n_seeds,unit,dataset,preset,
-device,precision,threads,source``. ``paper`` is the paper's figure (an input, empty when the paper gives none, never
-zero); ``measured`` is what this run measured, ``measured_std`` its sample standard deviation over
-``n_seeds`` seeds (empty for one seed); ``source`` is the run directory (several joined by ``;``) that
-produced the measured value. ``precision`` (``fp32`` / ``bf16``) and ``threads`` say how the
-trainings behind a value computed (several distinct values joined by ``;``; empty for measurements
-that are not trainings). :func:`cell` refuses a measured value without a source, so no number
-can reach the CSV that a run did not produce.
+device,precision,threads,seeds,values,source``. ``paper`` is the paper's figure (an input, empty when
+the paper gives none, never zero); ``measured`` is what this run measured, ``measured_std`` its
+sample standard deviation over ``n_seeds`` seeds (empty for one seed); ``source`` is the run
+directory (several joined by ``;``) that produced the measured value. ``precision`` (``fp32`` /
+``bf16``) and ``threads`` say how the trainings behind a value computed (several distinct values
+joined by ``;``; empty for measurements that are not trainings). ``seeds`` and ``values`` keep the
+per-seed figures behind the mean (same order, joined by ``;``), so that arms can be compared seed by
+seed (paired). :func:`cell` refuses a measured value without a source, so no number can reach the
+CSV that a run did not produce.
 """
 from benchmark.csv_io import write_rows
 from benchmark.metrics import metric_unit
 
 FIELDS = ["table", "row", "metric", "paper", "measured", "measured_std", "n_seeds", "unit", "dataset", "preset",
-          "device", "precision", "threads", "source"]
+          "device", "precision", "threads", "seeds", "values", "source"]
 
 
 class MissingSourceError(ValueError):
@@ -34,7 +36,7 @@ def _joined(values):
 
 
 def cell(table, row, metric, *, paper=None, measured=None, measured_std=None, n_seeds=None, dataset="", preset="",
-         device="", precision=None, threads=None, source=None):
+         device="", precision=None, threads=None, seeds=None, values=None, source=None):
     """One CSV line as a dict; ``measured`` needs ``source`` (a path or a list of paths)."""
     if isinstance(source, (list, tuple)):
         source = ";".join(str(s) for s in source if s)
@@ -48,7 +50,10 @@ def cell(table, row, metric, *, paper=None, measured=None, measured_std=None, n_
         "measured_std": _num(measured_std) if has_measure else "", "n_seeds": n_seeds if has_measure else "",
         "unit": metric_unit(metric), "dataset": dataset if has_measure else "", "preset": preset,
         "device": device if has_measure else "", "precision": _joined(precision) if has_measure else "",
-        "threads": _joined(threads) if has_measure else "", "source": source if has_measure else "",
+        "threads": _joined(threads) if has_measure else "",
+        "seeds": ";".join(str(s) for s in seeds) if has_measure and seeds else "",
+        "values": ";".join(f"{float(v):.4f}" for v in values) if has_measure and values else "",
+        "source": source if has_measure else "",
     }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from easydict import EasyDict  # noqa: E402
 from tensorboardX import SummaryWriter  # noqa: E402
 from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
@@ -62,6 +63,10 @@ def parse_args(argv=None):
     p.add_argument("--max_ckpt_save_num", type=int, default=30)
     p.add_argument("--no_eval", action="store_true", help="skip the evaluation after training")
     p.add_argument("--no_progress", action="store_true", help="no tqdm bars")
+    p.add_argument("--eval_last", type=int, default=0, metavar="N",
+                   help="also evaluate the last N epochs (a periodic_eval hook with LAST: N)")
+    p.add_argument("--kd_diagnostics", type=int, default=0, metavar="STEPS",
+                   help="KD diagnostics every STEPS steps (a kd_diagnostics hook; KD configs only)")
     p.add_argument("--stop_after_epoch", type=int, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -133,7 +138,13 @@ def main(argv=None):
         return eval_one_epoch(model, test_loader, eval_dir, device, logger=logger, progress=not args.no_progress,
                               extra_info={"dataset_note": test_loader.dataset.dataset_note})
 
-    hooks = build_hooks(cfg.get("HOOKS", None))
+    hook_cfgs = list(cfg.get("HOOKS", None) or [])
+    if args.eval_last:
+        hook_cfgs = [EasyDict(NAME="periodic_eval", LAST=args.eval_last)] + \
+            [h for h in hook_cfgs if h.get("NAME") != "periodic_eval"]
+    if args.kd_diagnostics:
+        hook_cfgs.append(EasyDict(NAME="kd_diagnostics", INTERVAL=args.kd_diagnostics))
+    hooks = build_hooks(hook_cfgs)
     evaluator_cls = EVALUATORS.get(train_set.EVALUATOR) if train_set.EVALUATOR else None
     state = TrainState(model=model, evaluate=evaluate if rank == 0 and not args.no_eval else None,
                        evaluator_cls=evaluator_cls)

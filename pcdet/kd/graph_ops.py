@@ -405,11 +405,11 @@ class EdgeConvAdapter(nn.Module):
     uses :meth:`fold` (per-node terms with BatchNorm folded in, statistics over the graph's edges).
     """
 
-    def __init__(self, c_in, c_out):
+    def __init__(self, c_in, c_out, affine=True):
         super().__init__()
         self.c_in, self.c_out = int(c_in), int(c_out)
         self.conv = nn.Conv1d(2 * self.c_in, self.c_out, kernel_size=1, bias=False)
-        self.bn = nn.BatchNorm1d(self.c_out)
+        self.bn = nn.BatchNorm1d(self.c_out, affine=affine)
 
     def forward(self, edges):
         return F.relu(self.bn(self.conv(edges)))

@@ -84,6 +84,9 @@ class DistillationWrapper(nn.Module):
         self.teacher_suffix = teacher_suffix
         self.teacher_loaded = teacher_loaded
         self.kd_scale = 1.0  # multiplies the sum of the KD losses (the kd_weight_warmup hook sets it)
+        self.diagnostics_every = 0  # > 0: diagnostics every so many training steps (the kd_diagnostics hook)
+        self.last_diagnostics = {}
+        self._train_steps = 0
         self.teacher_calls = 0
         teacher.requires_grad_(False)
         teacher.eval()
@@ -135,6 +138,23 @@ class DistillationWrapper(nn.Module):
         return ckpt
 
     # ------------------------------------------------------------------ running
+    def _diagnostics(self, batch_dict, task, tb_dict):
+        """This step's diagnostics: each method's own (``last_diagnostics`` of this step) and the ratio of
+        its KD gradient to the task gradient at its distilled feature (:mod:`pcdet.kd.diagnostics`)."""
+        from pcdet.kd.diagnostics import gradient_ratio
+
+        out = {"step": self._train_steps}
+        for tag, method in zip(self.method_tags, self.kd_methods):
+            # a method with its own diagnostics computed them in this step's forward (same step counter)
+            out.update({f"{tag}/{k}": v for k, v in (getattr(method, "last_diagnostics", None) or {}).items()})
+            loss, feature = method.__dict__.pop("last_loss", None), batch_dict.get(getattr(method, "feature", None))
+            if loss is not None and feature is not None:
+                ratio = gradient_ratio(loss, task, feature)
+                if ratio is not None:
+                    out[f"{tag}/grad_ratio"] = ratio
+                    tb_dict[f"{tag}/diag/grad_ratio"] = ratio
+        return out
+
     def run_teacher(self, batch_dict):
         """Teacher forward (eval, no grad) on a shallow copy; its outputs land under ``<key>_tea``."""
         view = dict(batch_dict)
@@ -185,6 +205,8 @@ class DistillationWrapper(nn.Module):
             # KD losses in full precision even inside a mixed-precision forward (see kd.nodes.full_precision)
             with torch.autocast(task.device.type, enabled=False):
                 loss, method_tb = method(batch_dict)
+            if self.diagnostics_every and self._train_steps % self.diagnostics_every == 0:
+                method.__dict__["last_loss"] = loss  # for the gradient ratio of this step's diagnostics
             kd_total = kd_total + loss
             tb_dict[tag] = float(loss.detach())
             for key, val in (method_tb or {}).items():
@@ -192,6 +214,9 @@ class DistillationWrapper(nn.Module):
         if self.kd_scale != 1.0:
             kd_total = kd_total * self.kd_scale
             tb_dict["kd_scale"] = float(self.kd_scale)
+        if self.diagnostics_every and self._train_steps % self.diagnostics_every == 0:
+            self.last_diagnostics = self._diagnostics(batch_dict, task, tb_dict)
+        self._train_steps += 1
         tb_dict["loss_task"] = float(task.detach())
         tb_dict["loss_kd"] = float(kd_total.detach())
         disp_dict["loss_kd"] = f"{float(kd_total.detach()):.4f}"

@@ -3,8 +3,8 @@
 Owns :class:`TrainHook`, :class:`TrainState`, the registry :data:`HOOKS`, :func:`build_hooks` and
 the hooks of the package:
 
-* ``periodic_eval`` (``INTERVAL``: every N epochs and after the last one, default 1): evaluates the
-  model on the test split with the evaluation function ``tools/train.py`` provides (results under
+* ``periodic_eval`` (``INTERVAL``: every N epochs, default 1; ``LAST``: the last N epochs; the last
+  epoch always): evaluates the model on the test split with the evaluation function ``tools/train.py`` provides (results under
   ``eval/epoch_N/<split>``) and logs the table metrics to tensorboard (``eval/<metric>``);
   ``tools/train.py`` then does not evaluate the last epoch a second time;
 * ``best_checkpoint`` (``METRIC``, ``MODE`` max/min): after each evaluation, keeps a copy of the
@@ -12,7 +12,12 @@ the hooks of the package:
   ``ckpt/best.json`` naming the epoch and value (``METRIC``: a table metric of the dataset's
   evaluator such as ``3d_map``, or a key of its metrics dict such as ``Car_3d/moderate_R40``);
 * ``kd_weight_warmup`` (``STEPS``): scales every KD loss by ``min(1, (step + 1) / STEPS)`` (a linear
-  warm-up from the first step; the model must be a distillation wrapper).
+  warm-up from the first step; the model must be a distillation wrapper);
+* ``kd_diagnostics`` (``INTERVAL``, default 20 steps): the distillation diagnostics of
+  :mod:`pcdet.kd.diagnostics` every ``INTERVAL`` steps (adapter BatchNorm scale / shift, active-ReLU
+  fractions, CKA, KD / task gradient ratio, phi mass per class and its effective sample size), in
+  tensorboard and appended to ``train_stats.json`` under ``kd_diagnostics`` after every epoch.
+  Reading them changes nothing in the training.
 
 Configs list them at the top level::
 
@@ -77,16 +82,21 @@ def run_hooks(hooks, point, state):
 
 @HOOKS.register("periodic_eval")
 class PeriodicEval(TrainHook):
-    ALLOWED_KEYS = {"NAME", "INTERVAL"}
+    ALLOWED_KEYS = {"NAME", "INTERVAL", "LAST"}
 
     def __init__(self, cfg, where):
         check_keys(cfg, self.ALLOWED_KEYS, where)
-        self.interval = int(cfg.get("INTERVAL", 1))
-        if self.interval < 1:
-            raise ConfigError(f"{where}: INTERVAL must be >= 1, got {self.interval}")
+        self.last = int(cfg.get("LAST", 0) or 0)
+        self.interval = int(cfg.get("INTERVAL", 0 if self.last else 1) or 0)
+        if self.interval < 0 or self.last < 0 or not (self.interval or self.last):
+            raise ConfigError(f"{where}: INTERVAL must be >= 1 (or LAST >= 1), got INTERVAL {cfg.get('INTERVAL')}")
+        self.history = []  # {"epoch", "metrics"} of every evaluation of this run
+
+    def wants(self, epoch, total):
+        return (self.interval and epoch % self.interval == 0) or epoch > total - self.last or epoch >= total
 
     def after_epoch(self, state):
-        if state.rank != 0 or (state.epoch % self.interval and state.epoch < state.total_epochs):
+        if state.rank != 0 or not self.wants(state.epoch, state.total_epochs):
             return
         if state.evaluate is None:  # tools/train.py --no_eval, or a loop run without an evaluation function
             if state.logger is not None and not getattr(self, "_warned", False):
@@ -95,6 +105,7 @@ class PeriodicEval(TrainHook):
             return
         result = state.evaluate(state.epoch)
         state.last_eval = {"epoch": state.epoch, "metrics": result["metrics"]}
+        self.history.append(state.last_eval)
         if state.tb_log is not None and state.evaluator_cls is not None:
             for name in state.evaluator_cls.TABLE_METRICS:
                 try:
@@ -179,6 +190,43 @@ class KDWeightWarmup(TrainHook):
 
     def after_step(self, state):
         self._set(state)
+
+
+@HOOKS.register("kd_diagnostics")
+class KDDiagnostics(TrainHook):
+    ALLOWED_KEYS = {"NAME", "INTERVAL"}
+
+    def __init__(self, cfg, where):
+        check_keys(cfg, self.ALLOWED_KEYS, where)
+        self.interval = int(cfg.get("INTERVAL", 20))
+        if self.interval < 1:
+            raise ConfigError(f"{where}: INTERVAL must be >= 1, got {self.interval}")
+        self.records, self._last_step = [], None
+
+    def before_train(self, state):
+        wrapper = KDWeightWarmup._wrapper(state)
+        wrapper.diagnostics_every = self.interval
+        for method in wrapper.kd_methods:
+            if hasattr(method, "diagnostics_every"):
+                method.diagnostics_every = self.interval
+
+    def after_step(self, state):
+        diag = KDWeightWarmup._wrapper(state).last_diagnostics
+        if diag and diag.get("step") != self._last_step:
+            self._last_step = diag["step"]
+            self.records.append(dict(diag, iteration=state.accumulated_iter, epoch=state.epoch + 1))
+
+    def after_epoch(self, state):
+        if state.rank != 0 or not self.records or state.ckpt_dir is None:
+            return
+        path = Path(state.ckpt_dir).parent / "train_stats.json"
+        stats = json.loads(path.read_text()) if path.is_file() else {}
+        done = {r["iteration"] for r in stats.get("kd_diagnostics", [])}  # a resumed epoch replaces nothing twice
+        stats.setdefault("kd_diagnostics", []).extend(r for r in self.records if r["iteration"] not in done)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(stats, indent=1) + "\n")
+        tmp.replace(path)
+        self.records = []
 
 
 def build_hooks(hook_cfgs):

@@ -1,5 +1,6 @@
 """The benchmark harness end to end on the smoke preset: a two-row table, trained, cached, resumed."""
 import csv
+import json
 import os
 import subprocess
 
@@ -84,3 +85,57 @@ def test_paper_preset_refuses_to_start_without_the_dataset(tmp_path, monkeypatch
 def test_unrunnable_table_says_what_it_waits_for(tmp_path):
     with pytest.raises(SystemExit, match=r"pvd_t4 is not runnable yet; it waits for: .*segmentation:Cylinder3D"):
         harness.run_table("pvd_t4", "mini", 1, tmp_path / "out", "cpu", tmp_path / "cache")
+
+
+PAIRED_TABLE = """
+ID: tiny_paired
+TITLE: teacher, no KD and PointDistiller, seed-paired
+PAPER_SOURCE: test
+TASK: detection
+DATASET: kitti
+MEASURES: [accuracy]
+NEEDS: [detector:PointPillar, kd:PointDistiller]
+ROWS:
+    - {NAME: teacher, MODEL: pointpillar, TEACHER: true, METRICS: [bev_car_moderate]}
+    - {NAME: no KD, MODEL: pointpillar_4x, PAPER: {bev_map: 66.4}}
+    - {NAME: PointDistiller, MODEL: pointpillar_4x, KD: pointdistiller, PAPER: {bev_map: 69.2}}
+"""
+
+
+def test_paired_design_scores_last_epochs_gates_the_teacher_and_keeps_per_seed_values(tmp_path, monkeypatch):
+    """The paired preset's machinery at toy size: students seed by seed, the teacher gate checked before
+    the KD students, scores = mean of the last 2 evaluations, per-seed values in the CSV, KD diagnostics."""
+    (tmp_path / "tiny_paired.yaml").write_text(PAIRED_TABLE)
+    tables = {"tiny_paired": registry.load_table(tmp_path / "tiny_paired.yaml")}
+    presets = registry.load_presets()
+    presets["tiny_paired"] = dict(presets["smoke"], EPOCHS=2, TEACHER_EPOCHS=1, SEEDS=2, JOBS=1, EVAL_LAST=2,
+                                  GATE={"MIN_GAP": 5.0}, KD_DIAGNOSTICS=1, ORDER="seed")
+    monkeypatch.setattr(registry, "load_presets", lambda *a, **k: presets)
+    started = []
+    real_start = harness._log
+    monkeypatch.setattr(harness, "_log", lambda msg: (started.append(msg), real_start(msg)))
+    path, lines, plan = harness.run_table("tiny_paired", "tiny_paired", None, tmp_path / "out", "cpu",
+                                          tmp_path / "cache", tables=tables)
+    events = [m.split()[2] if m.startswith("running train") else "GATE" for m in started
+              if m.startswith("running train") or m.startswith("teacher gate")]
+    # the teacher, the gate's no-KD student (seed 0), the gate, then the rest seed by seed
+    assert events == ["teacher_pointpillar", "pointpillar_4x", "GATE", "pointpillar_4x_pointdistiller",
+                      "pointpillar_4x", "pointpillar_4x_pointdistiller"]
+    order = [(e.label, e.seed) for e in plan.experiments()]
+    assert order[1:] == [("pointpillar_4x", 0), ("pointpillar_4x_pointdistiller", 0), ("pointpillar_4x", 1),
+                         ("pointpillar_4x_pointdistiller", 1)]
+    gate = json.loads((tmp_path / "cache" / "gates" / "tiny_paired_tiny_paired.json").read_text())
+    assert len(gate["rows"]) == 6 and {r["metric"] for r in gate["rows"]} >= {"bev_car_moderate", "3d_cyc_moderate"}
+    assert any("teacher gate" in m for m in started)
+    rows = _read(path)
+    line = next(r for r in rows if r["row"] == "no KD" and r["metric"] == "bev_map")
+    assert line["seeds"] == "0;1" and len(line["values"].split(";")) == 2
+    assert float(line["measured"]) == pytest.approx(sum(map(float, line["values"].split(";"))) / 2, abs=1e-3)
+    exp = plan.row_exps["no KD"]["accuracy"][0]
+    res = exp.result()
+    assert sorted(res["metrics_by_epoch"], key=int) == ["1", "2"]  # the last 2 epochs were evaluated
+    by_epoch = [plan.evaluator_cls.metric_value(res["metrics_by_epoch"][e], "bev_map") for e in ("1", "2")]
+    assert float(line["values"].split(";")[0]) == pytest.approx(sum(by_epoch) / 2, abs=1e-3)
+    kd_run = plan.row_exps["PointDistiller"]["accuracy"][0].run_dir
+    diag = json.loads((kd_run / "train_stats.json").read_text())["kd_diagnostics"]
+    assert diag and any(k.endswith("/cka") for k in diag[0]) and any(k.endswith("/grad_ratio") for k in diag[0])

@@ -11,7 +11,8 @@ from benchmark.results_csv import FIELDS, MissingSourceError, cell, write_table_
 from pcdet.train_utils.experiment import load_experiment_cfg
 from pcdet.train_utils.optimization import build_optimizer, build_scheduler
 
-RUNNABLE_NOW = {"pd_t1", "pd_t2", "pd_t3", "pd_t5", "pd_app_t2", "pd_app_t3", "pd_app_t4", "pd_app_d2"}
+RUNNABLE_NOW = {"pd_t1", "pd_t2", "pd_t3", "pd_t5", "pd_app_t2", "pd_app_t3", "pd_app_t4", "pd_app_d2", "pd_paired",
+                "pd_paired_baselines"}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def test_list_names_all_sixteen_tables_and_what_the_others_wait_for(capsys):
     assert benchmark_main(["list"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines() if line and line.split()[0] in registry.TABLE_IDS}
-    assert set(lines) == set(registry.TABLE_IDS) and len(registry.TABLE_IDS) == 16
+    assert set(lines) == set(registry.TABLE_IDS) and len(registry.TABLE_IDS) == 18  # 16 of the papers + 2 paired
     for tid, line in lines.items():
         assert line.split()[1] == ("yes" if tid in RUNNABLE_NOW else "no"), line
     assert "detector:SECOND" in out and "kd:IFV" in out and "segmentation:Cylinder3D" in out
@@ -109,7 +110,11 @@ def test_paper_preset_carries_the_papers_settings_exactly(tables, paper):
                 pd = cfg.KD.METHODS[0]
                 assert pd.NAME == "PointDistiller" and pd.FEATURE == "pillar_features" and pd.IMPORTANCE == "num_points"
                 n, k, tau = pd_settings.get(m, (6000, 128, 1e-2))
-                assert (pd.N, pd.K, pd.TAU, pd.WEIGHT) == (n, k, tau, 2.0), (tid, row["NAME"])
+                # LD only: the release's form of the loss without reweighting, 5e-4 * ||G_T - G_S||_2
+                ld_only = row["KD"] == "pointdistiller_ld_only"
+                weight, form = (5e-4, "l2_norm") if ld_only else (2.0, "mean_square")
+                assert (pd.N, pd.K, pd.TAU, pd.WEIGHT) == (n, k, tau, weight), (tid, row["NAME"])
+                assert pd.get("LD_LOSS", "mean_square") == form
                 assert pd.LOCAL_DISTILLATION == (row["KD"] != "pointdistiller_rl_only")
                 assert pd.REWEIGHT == (row["KD"] != "pointdistiller_ld_only")
     assert len(seen) == 5 + 5 + 4 + 7 + 2 + 3

@@ -72,5 +72,51 @@ def test_report_holds_the_ranking_and_gains(tmp_path, monkeypatch):
     assert "Ranking of methods: t, 3d_map" in text and "Kendall tau-b against the paper's order: +0.67" in text
     assert "| 1 | C | 13.00 +- 0.50 | 1 | 62.0 |" in text
     # gain 1.0 with std 0.5 on 3 seeds each: t = 1 / sqrt(2 * 0.25 / 3) = 2.45 on 4 degrees of freedom
-    assert "| t | A | 3d_map | +1.00 | +2.45 (4.0) | 0.070 | +3.00 |" in text
+    assert "| t | A | 3d_map | +1.00 |  | +2.45 (4.0) | 0.070 | +3.00 |" in text  # no per-seed values: no paired test
     assert (tmp_path / "kd_gains.png").is_file()
+
+
+def test_paired_t_matches_scipy_and_pairs_by_seed():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    kd = {0: 12.0, 1: 11.5, 2: 13.1, 3: 12.4, 9: 99.0}  # seed 9 has no partner: left out
+    ref = {3: 11.9, 2: 12.0, 1: 11.0, 0: 11.2, 7: -5.0}
+    res = report.paired_t(kd, ref)
+    seeds = [0, 1, 2, 3]
+    sp = scipy_stats.ttest_rel([kd[s] for s in seeds], [ref[s] for s in seeds])
+    assert res["n"] == 4 and res["df"] == 3
+    assert (res["t"], res["p"]) == pytest.approx((sp.statistic, sp.pvalue))
+    d = [kd[s] - ref[s] for s in seeds]  # 0.8, 0.5, 1.1, 0.5: mean 0.725
+    assert res["mean"] == pytest.approx(0.725)
+    half = scipy_stats.t.ppf(0.975, 3) * scipy_stats.tstd(d) / 2.0
+    assert res["ci"] == pytest.approx((0.725 - half, 0.725 + half))
+    assert report.paired_t({0: 1.0}, {0: 2.0}) is None
+    assert report.paired_t({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0})["p"] == 1.0  # identical arms
+
+
+def test_holm_step_down():
+    # by hand: sorted 0.01, 0.02, 0.04 -> 3 x 0.01 = 0.03, max(0.03, 2 x 0.02) = 0.04, max(0.04, 1 x 0.04) = 0.04
+    assert report.holm([0.04, 0.01, None, 0.02]) == pytest.approx([0.04, 0.03, None, 0.04])
+    assert report.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+
+
+def test_report_with_per_seed_values_gives_paired_intervals_and_a_forest_plot(tmp_path, monkeypatch):
+    spec = {"t": {"ID": "t", "ROWS": [{"NAME": "teacher", "MODEL": "big", "TEACHER": True},
+                                      {"NAME": "no KD", "MODEL": "small", "KD": None},
+                                      {"NAME": "A", "MODEL": "small", "KD": "a"}]}}
+    per_seed = {"teacher": [40.0], "no KD": [10.0, 11.0, 12.0], "A": [10.5, 11.6, 12.4]}
+    lines = []
+    for row, vals in per_seed.items():
+        mean = sum(vals) / len(vals)
+        std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else None
+        lines.append(cell("t", row, "3d_map", paper=None, measured=mean, measured_std=std, n_seeds=len(vals),
+                          source=f"runs/{row}", seeds=list(range(len(vals))), values=vals))
+    write_table_csv(tmp_path / "t.csv", lines)
+    tables = report.read_csvs(tmp_path)
+    [gain] = report.kd_gains(tables, spec)
+    pt = gain[6]
+    assert pt["mean"] == pytest.approx(0.5) and pt["n"] == 3 and pt["p_holm"] == pytest.approx(pt["p"])
+    assert pt["ci"][0] < 0.5 < pt["ci"][1]
+    monkeypatch.setattr(report.registry, "load_tables", lambda require_all=False: spec)
+    report.write_report(tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "paired: 95% CI" in text and "(n=3)" in text and (tmp_path / "forest_t.png").stat().st_size > 1000

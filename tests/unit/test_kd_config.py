@@ -65,8 +65,10 @@ def test_kd_config_loads_from_another_directory_and_builds(path, tmp_path, monke
         assert method.n is None
     else:
         assert method.feature == "pillar_features" and method.k == 128 and method.n == (12000 if "16x" in stem else 6000)
-        assert method.tau == (1e-4 if "16x" in stem else 1e-2)
+        assert method.tau == (1e-4 if "16x" in stem else 4.0 if "tau4" in stem else 1e-2)
         assert method.reweight == ("ld_only" not in stem) and method.local == ("rl_only" not in stem)
+        assert method.ld_loss == ("l2_norm" if "ld_only" in stem else "mean_square")
+        assert method.teacher_adapter == ("frozen_random" if "frozen_tadapter" in stem else "trainable")
         expected_student = {"l8": [2, 3, 3], "l5": [1, 2, 2], "l3": [1, 1, 1]}.get(stem.split("_")[1], [3, 5, 5])
         assert cfg.MODEL.BACKBONE_2D.LAYER_NUMS == expected_student
 

@@ -200,3 +200,79 @@ def test_feature_kd_dense_all_cells_and_sampled_nodes():
     nodes = sample_nodes(batch, "spatial_features_2x", 7)
     assert abs(loss2.item() - 3.0 * ((m2.adapter(nodes.feat_s) - nodes.feat_t) ** 2).mean().item()) < 1e-5
     assert tb2["nodes"] == 14
+
+
+def _materialised_graph_features(m, batch):
+    """G_T, G_S on every edge, by the adapters' own modules on concat[x_j, x_i] (the reference)."""
+    from pcdet.kd.knn import knn_per_sample
+
+    nodes = sample_nodes(batch, "pillar_features", m.n, m.importance, spec=m.spec)
+    nbr, kcnt = knn_per_sample(nodes.feat_t.detach(), nodes.ptr, m.k)
+    rows, cols = torch.nonzero(torch.arange(nbr.shape[1])[None] < kcnt[:, None], as_tuple=True)
+
+    def side(x, adapter):
+        edges = torch.cat([x[nbr[rows, cols]], x[rows]], dim=1).t().unsqueeze(0)  # (1, 2C, E)
+        return adapter(edges)[0].t()
+
+    return side(nodes.feat_t, m.adapter_t), side(nodes.feat_s, m.adapter_s)
+
+
+def test_release_ld_only_loss_form_is_the_l2_norm_of_the_graph_difference():
+    """LD_LOSS l2_norm (the release's local distillation without reweighting): WEIGHT * ||G_T - G_S||_2
+    over all edges and channels, against the materialised graph features."""
+    batch = pillar_batch(sizes=(40, 25), seed=5)
+    torch.manual_seed(0)
+    m = method(REWEIGHT=False, LD_LOSS="l2_norm", WEIGHT=5e-4, TAU=None)
+    loss, _ = m(batch)
+    torch.manual_seed(0)
+    ref = method(REWEIGHT=False, LD_LOSS="l2_norm", WEIGHT=5e-4, TAU=None)
+    g_t, g_s = _materialised_graph_features(ref, batch)
+    expected = 5e-4 * torch.dist(g_t, g_s)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    grad = torch.autograd.grad(loss, m.adapter_s.conv.weight)[0]
+    grad_ref = torch.autograd.grad(expected, ref.adapter_s.conv.weight)[0]
+    assert torch.allclose(grad, grad_ref, rtol=1e-3, atol=1e-9)
+    # the default form is the paper's mean square
+    torch.manual_seed(0)
+    ms, _ = method(REWEIGHT=False, TAU=None)(batch)
+    assert ms.item() == pytest.approx(2.0 * ((g_t - g_s) ** 2).mean().item(), rel=1e-4)
+    with pytest.raises(ConfigError, match="l2_norm .*REWEIGHT false"):
+        method(LD_LOSS="l2_norm")
+    with pytest.raises(ConfigError, match="LD_LOSS must be one of"):
+        method(LD_LOSS="l1")
+
+
+def test_frozen_random_teacher_adapter_is_not_trained_and_has_no_affine_bn():
+    m = method(TEACHER_ADAPTER="frozen_random")
+    assert not m.adapter_t.bn.affine and not any(p.requires_grad for p in m.adapter_t.parameters())
+    assert m.adapter_s.bn.affine and all(p.requires_grad for p in m.adapter_s.parameters())
+    loss, _ = m(pillar_batch(seed=6))
+    loss.backward()
+    assert m.adapter_t.conv.weight.grad is None and m.adapter_s.conv.weight.grad is not None
+    with pytest.raises(ConfigError, match="TEACHER_ADAPTER must be one of"):
+        method(TEACHER_ADAPTER="frozen")
+
+
+def test_diagnostics_are_computed_on_schedule_and_change_nothing():
+    from pcdet.kd.diagnostics import linear_cka
+
+    batch = pillar_batch(sizes=(40, 25), seed=7)
+    torch.manual_seed(0)
+    plain = method()
+    torch.manual_seed(0)
+    diag = method()
+    diag.diagnostics_every = 2
+    for step in range(3):
+        lp, _ = plain(dict(batch))
+        ld, tb = diag(dict(batch))
+        assert lp.item() == ld.item()  # diagnostics do not touch the loss ...
+        assert ("diag/cka" in tb) == (step % 2 == 0)
+    for a, b in zip(plain.state_dict().values(), diag.state_dict().values()):
+        assert torch.equal(a, b)  # ... nor the BatchNorm running statistics
+    d = diag.last_diagnostics
+    assert 0.0 <= d["t_active"] <= 1.0 and 0.0 <= d["s_active"] <= 1.0 and -1e-9 <= d["cka"] <= 1.0 + 1e-9
+    assert d["t_bn_gamma_mean"] == pytest.approx(1.0) and d["nodes"] == pytest.approx((30 + 25) / 2)
+    assert 1.0 <= d["ess"] <= 30.0
+    x = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
+    q, _ = torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(1)))
+    assert linear_cka(x, 3.0 * x @ q) == pytest.approx(1.0)  # invariant to rotation and scale
