@@ -1,7 +1,7 @@
 """``python -m benchmark list | run | report``: the papers' tables as cached experiments.
 
     python -m benchmark list [--preset mini]
-    python -m benchmark run --table ID [--preset smoke|mini|paper] [--seeds N] [--out DIR] [--device cpu|cuda]
+    python -m benchmark run --table ID [--preset smoke|mini|paired|paper] [--seeds N] [--out DIR] [--device cpu|cuda]
                             [--cache DIR] [--jobs N]
     python -m benchmark report [--out DIR]
 
@@ -59,7 +59,8 @@ def main(argv=None):
     pl.add_argument("--preset", default="mini")
     pr = sub.add_parser("run", help="run one table and write its CSV")
     pr.add_argument("--table", required=True)
-    pr.add_argument("--preset", default="smoke", choices=["smoke", "mini", "paper"])
+    pr.add_argument("--preset", default="smoke", choices=list(registry.load_presets()),
+                    help="benchmark/presets.yaml: %(choices)s")
     pr.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the preset's)")
     pr.add_argument("--out", default=None, help="folder of the CSVs (default output/benchmark/<preset>)")
     pr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
