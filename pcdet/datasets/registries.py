@@ -22,3 +22,4 @@ DATASET_WRITERS = Registry("dataset_writer", "--format of python -m pcdet.datase
 DATASETS.lazy("KittiDataset", "pcdet.datasets.kitti.kitti_dataset:KittiDataset")
 EVALUATORS.lazy("kitti", "pcdet.datasets.kitti.evaluator:KittiEvaluator")
 DATASET_WRITERS.lazy("kitti", "pcdet.datasets.synthetic.writers:KittiWriter")
+EVALUATORS.lazy("miou", "pcdet.datasets.semantickitti.eval:SemanticKittiEvaluator")
