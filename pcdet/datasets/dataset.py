@@ -107,6 +107,8 @@ class DatasetTemplate(torch_data.Dataset):
     FORMAT_NAME = "point clouds"
     #: the split names the dataset has (``DATA_SPLIT`` maps the modes train / test to them); None: any
     SPLITS = None
+    #: segmentation: the label that losses and the metric ignore (None: every label is a class)
+    IGNORE_LABEL = None
 
     def __init__(self, dataset_cfg=None, class_names=None, training=True, root_path=None, logger=None):
         super().__init__()

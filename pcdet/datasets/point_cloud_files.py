@@ -10,7 +10,13 @@ from pcdet.datasets.dataset import DatasetTemplate, load_points_bin
 
 
 class PointCloudFileDataset(DatasetTemplate):
+    """Point files processed as ``dataset_cfg`` says; the label space (``IGNORE_LABEL``) is that of the
+    dataset class the config names (``DATA_CONFIG.DATASET``), so a segmentor builds as it trained."""
+
     def __init__(self, dataset_cfg, class_names, files, num_point_features=4, logger=None):
+        from pcdet.datasets import get_dataset_class
+
+        self.IGNORE_LABEL = get_dataset_class(dataset_cfg.DATASET).IGNORE_LABEL if "DATASET" in dataset_cfg else None
         super().__init__(dataset_cfg=dataset_cfg, class_names=class_names, training=False,
                          root_path=Path(files[0]).parent if files else None, logger=logger)
         if not files:

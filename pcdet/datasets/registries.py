@@ -22,4 +22,7 @@ DATASET_WRITERS = Registry("dataset_writer", "--format of python -m pcdet.datase
 DATASETS.lazy("KittiDataset", "pcdet.datasets.kitti.kitti_dataset:KittiDataset")
 EVALUATORS.lazy("kitti", "pcdet.datasets.kitti.evaluator:KittiEvaluator")
 DATASET_WRITERS.lazy("kitti", "pcdet.datasets.synthetic.writers:KittiWriter")
+DATASET_WRITERS.lazy("semantickitti", "pcdet.datasets.synthetic.writers:SemanticKittiWriter")
+PROCESSORS.lazy("transform_points_to_cylinder_grid", "pcdet.datasets.processor.cylindrical:TransformPointsToCylinderGrid")
+DATASETS.lazy("SemanticKittiDataset", "pcdet.datasets.semantickitti.semantickitti_dataset:SemanticKittiDataset")
 EVALUATORS.lazy("miou", "pcdet.datasets.semantickitti.eval:SemanticKittiEvaluator")

@@ -3,7 +3,8 @@
 * detectors (``detectors/``: :class:`Detector3DTemplate` + thin detectors) assembled from VFEs,
   3D / 2D backbones, BEV mappings and heads (``backbones_3d/vfe``, ``backbones_2d``,
   ``dense_heads``);
-* segmentors (``segmentors/``: :class:`Segmentor3DTemplate`): per-point class scores.
+* segmentors (``segmentors/``: :class:`Segmentor3DTemplate` + thin segmentors) assembled from point /
+  voxel encoders, 3D backbones and segmentation heads (``seg_heads``): per-point class scores.
 
 ``build_model(model_cfg, num_class, dataset, kd_cfg=None)`` is the single entry point: it looks
 ``MODEL.NAME`` up in the family registries (:mod:`pcdet.models.registries`) and, with the ``KD``
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 # importing the subpackages registers their modules
-from pcdet.models import backbones_2d, backbones_3d, dense_heads, detectors, segmentors  # noqa: F401
+from pcdet.models import backbones_2d, backbones_3d, dense_heads, detectors, seg_heads, segmentors  # noqa: F401
 from pcdet.models.backbones_2d import map_to_bev  # noqa: F401
 from pcdet.models.backbones_3d import vfe  # noqa: F401
 from pcdet.models.registries import FAMILIES

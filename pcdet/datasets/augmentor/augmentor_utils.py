@@ -90,3 +90,23 @@ def global_scaling(gt_boxes, points, scale_range, rng=None):
     scale = _draw(rng, scale_range[0], scale_range[1])
     gt_boxes, points = scale_scene(gt_boxes, points, scale)
     return gt_boxes, points, scale
+
+
+def translate_scene(gt_boxes, points, offset):
+    """Shift points and box centres by ``offset`` (3,)."""
+    gt_boxes, points = gt_boxes.copy(), points.copy()
+    offset = np.asarray(offset, dtype=np.float64)
+    points[:, 0:3] += offset.astype(points.dtype)
+    if len(gt_boxes):
+        gt_boxes[:, 0:3] += offset.astype(gt_boxes.dtype)
+    return gt_boxes, points
+
+
+def global_translation(gt_boxes, points, noise_std, rng=None):
+    """Shift by an offset drawn per axis from N(0, ``noise_std``) (OpenPCDet's random_world_translation:
+    one normal draw per axis, x then y then z); returns (boxes, points, offset (3,))."""
+    std = np.broadcast_to(np.asarray(noise_std, dtype=np.float64), (3,))
+    r = _rng(rng)
+    offset = np.array([r.normal(0.0, s) if s > 0 else 0.0 for s in std], dtype=np.float64)
+    gt_boxes, points = translate_scene(gt_boxes, points, offset)
+    return gt_boxes, points, offset

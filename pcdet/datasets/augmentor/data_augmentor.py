@@ -13,6 +13,8 @@ and ``gt_names`` (M,); per-point labels and other point-aligned keys
   recorded as ``flip_x`` / ``flip_y``.
 * ``random_world_rotation``: ``WORLD_ROT_ANGLE`` = [low, high] (rad), recorded as ``noise_rot``.
 * ``random_world_scaling``: ``WORLD_SCALE_RANGE`` = [low, high], recorded as ``noise_scale``.
+* ``random_world_translation``: ``NOISE_TRANSLATE_STD`` (a scalar or one per axis, metres): an offset
+  drawn per axis from N(0, std), recorded as ``noise_translate`` (3,).
 
 Unknown step names or unknown keys in a step raise :class:`pcdet.config.ConfigKeyError`.
 After the steps, headings are wrapped to [-pi, pi). World flips, rotations and scalings work
@@ -97,6 +99,25 @@ class RandomWorldScaling(_Step):
         boxes, points, scale = augmentor_utils.global_scaling(_boxes(data_dict), data_dict["points"],
                                                               self.scale_range, rng)
         data_dict["noise_scale"] = scale
+        return _set(data_dict, boxes, points)
+
+
+@AUGMENTATIONS.register("random_world_translation")
+class RandomWorldTranslation(_Step):
+    allowed = {"NAME", "NOISE_TRANSLATE_STD"}
+
+    def __init__(self, cfg, where, **_):
+        super().__init__(cfg, where)
+        std = np.asarray(cfg["NOISE_TRANSLATE_STD"], dtype=np.float64).reshape(-1)
+        if std.size not in (1, 3) or (std < 0).any():
+            raise ValueError(f"{where}: NOISE_TRANSLATE_STD must be one or three non-negative numbers, "
+                             f"got {cfg['NOISE_TRANSLATE_STD']}")
+        self.std = np.broadcast_to(std, (3,)).copy()
+
+    def __call__(self, data_dict, rng=None):
+        boxes, points, offset = augmentor_utils.global_translation(_boxes(data_dict), data_dict["points"],
+                                                                   self.std, rng)
+        data_dict["noise_translate"] = offset.astype(np.float32)
         return _set(data_dict, boxes, points)
 
 

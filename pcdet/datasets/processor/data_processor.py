@@ -188,6 +188,13 @@ class DataProcessor:
                 if step.suffix == "":
                     self.grid_size = step.grid_size
                     self.voxel_size = step.voxel_size
+            elif getattr(step, "DEFINES_GRID", False):  # e.g. the cylindrical partition
+                if "" in self.voxel_settings:
+                    raise ConfigError(f"{where}: a voxeliser is already configured")
+                self.voxel_settings[""] = step.settings()
+                self.keys_with_suffix.setdefault("", []).extend(step.OUTPUT_KEYS)
+                self.grid_size = step.grid_size
+                self.voxel_size = step.voxel_size
             self.steps.append((name, step))
 
     @property

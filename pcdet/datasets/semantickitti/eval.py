@@ -119,6 +119,12 @@ class SemanticKittiEvaluator(Evaluator):
                 self.cm.add(p, gt[idx == b])
             frame = str(batch_dict["frame_id"][b])
             if gt is None and self.output_dir is not None:
+                raw_n = batch_dict.get("num_points_raw", None)
+                if raw_n is not None and int(_np(raw_n)[b]) != len(p):
+                    raise ValueError(
+                        f"frame {frame}: {len(p)} predictions for a scan of {int(_np(raw_n)[b])} points; a submission "
+                        f"needs one per scan point in file order (no FOV_ANGLE crop, range mask or shuffling in "
+                        f"test mode)")
                 seq, scan = frame.split("/") if "/" in frame else ("00", frame)
                 write_label_file(Path(self.output_dir) / "sequences" / seq / "predictions" / f"{scan}.label",
                                  to_raw(p))
@@ -126,6 +132,9 @@ class SemanticKittiEvaluator(Evaluator):
             self.frames += 1
 
     def evaluate(self):
+        if self.cm.conf.sum() == 0 and self.written:
+            where = Path(self.output_dir) / "sequences"
+            return f"no labels: {self.written} prediction files written under {where} (submission layout)\n", {}
         m = miou_metrics(self.cm)
         return format_metrics(m), m
 

@@ -1,8 +1,9 @@
 """Dataset writers (registered in :data:`pcdet.datasets.registries.DATASET_WRITERS` by format name)
 and the output-folder manifest checks.
 
-Only ``kitti`` is registered; a SemanticKITTI writer can be added with :func:`register_writer`
-since every frame already carries per-point semantic and instance labels.
+``kitti`` (the KITTI object layout: boxes) and ``semantickitti`` (the SemanticKITTI layout:
+per-point semantic and instance labels, which every frame carries) are registered; another layout
+is added with :func:`register_writer`.
 
 Output-folder rules (see :func:`check_output_dir`): a folder that holds our manifest with the same
 parameters is regenerated in place (same bytes, since generation is deterministic); a manifest with
@@ -96,6 +97,60 @@ class KittiWriter:
     def finalize(self, manifest, train_ids, val_ids):
         for name, ids in (("train", train_ids), ("val", val_ids)):
             (self.out / "ImageSets" / f"{name}.txt").write_text("".join("%06d\n" % i for i in ids))
+        self._write_manifest(dict(manifest, complete=True))
+
+    def _write_manifest(self, manifest):
+        (self.out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+#: where the embedded SemanticKITTI writer puts the train and val frames (one sequence each)
+SEMANTICKITTI_SEQUENCES = {"train": "00", "val": "08"}
+
+
+@register_writer("semantickitti")
+class SemanticKittiWriter:
+    """SemanticKITTI layout: ``sequences/00`` holds the train frames and ``sequences/08`` the val
+    frames (the official val sequence), each ``velodyne/FFFFFF.bin`` (float32 x, y, z, remission) +
+    ``labels/FFFFFF.label`` (uint32: raw SemanticKITTI id | instance << 16), numbered 0.. in frame
+    order within its sequence; ``frames.json`` maps every frame index to its ``NN/FFFFFF``."""
+
+    foreign_entries = ("sequences",)
+
+    def __init__(self, out_dir):
+        self.out = Path(out_dir)
+        self._names = None
+
+    def _frame_names(self, manifest):
+        from .build import split_ids
+
+        train, val = split_ids(manifest["frames"], manifest["seed"], manifest["val_fraction"])
+        names = {}
+        for split, ids in (("train", train), ("val", val)):
+            for k, i in enumerate(ids):
+                names[i] = (SEMANTICKITTI_SEQUENCES[split], "%06d" % k)
+        return names
+
+    def prepare(self, manifest):
+        check_output_dir(self.out, manifest, self.foreign_entries)
+        for seq in SEMANTICKITTI_SEQUENCES.values():
+            for sub in ("velodyne", "labels"):
+                (self.out / "sequences" / seq / sub).mkdir(parents=True, exist_ok=True)
+        self._write_manifest(dict(manifest, complete=False))
+
+    def write_frame(self, frame):
+        from pcdet.datasets.semantickitti.label_map import write_label_file
+
+        if self._names is None:
+            self._names = self._frame_names(read_manifest(self.out))
+        seq, scan = self._names[frame["index"]]
+        root = self.out / "sequences" / seq
+        np.ascontiguousarray(frame["points"], dtype=np.float32).tofile(root / "velodyne" / f"{scan}.bin")
+        write_label_file(root / "labels" / f"{scan}.label", frame["semantic"], frame["instance"])
+
+    def finalize(self, manifest, train_ids, val_ids):
+        names = self._frame_names(manifest)
+        (self.out / "frames.json").write_text(json.dumps({str(i): "/".join(names[i]) for i in sorted(names)},
+                                                         indent=0) + "\n")
         self._write_manifest(dict(manifest, complete=True))
 
     def _write_manifest(self, manifest):

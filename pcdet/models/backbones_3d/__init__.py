@@ -1,3 +1,5 @@
 """3D backbones (sparse convolutions, point networks) and voxel feature encoders (``vfe/``)."""
 # Registry: pcdet.models.registries.BACKBONES_3D (SECOND's sparse backbone and point networks register there).
-__all__ = []
+from pcdet.models.backbones_3d.cylinder_unet import Asymm3DUNet
+
+__all__ = ["Asymm3DUNet"]

@@ -1,10 +1,11 @@
 """LiDAR semantic segmentors, registered in :data:`pcdet.models.registries.SEGMENTORS` by ``MODEL.NAME``;
-each is a thin composition over :class:`Segmentor3DTemplate` (its ``module_topology``). Cylinder3D,
-MinkUNet and SPVCNN land here."""
+each is a thin composition over :class:`Segmentor3DTemplate` (its ``module_topology``): Cylinder3D
+(MinkUNet and SPVCNN follow)."""
 from pcdet.models.registries import SEGMENTORS
+from pcdet.models.segmentors.cylinder3d import Cylinder3D
 from pcdet.models.segmentors.segmentor3d_template import Segmentor3DTemplate
 
-__all__ = ["Segmentor3DTemplate", "build_segmentor"]
+__all__ = ["Segmentor3DTemplate", "Cylinder3D", "build_segmentor"]
 
 
 def build_segmentor(model_cfg, num_class, dataset):
