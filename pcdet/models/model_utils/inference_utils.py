@@ -1,11 +1,12 @@
-"""Deployment-style inference optimisations of a trained detector (no effect on training code).
+"""Deployment-style inference optimisations of a trained model (no effect on training code).
 
 ``prepare_for_inference(model)`` returns an eval-mode copy in which every BatchNorm that follows a
 convolution, transposed convolution or linear layer is folded into that layer's weights and bias
 (what TensorRT and other deployment runtimes do), and, optionally, the 2D convolutions use the
 channels-last memory layout that the CPU (oneDNN) kernels prefer. The outputs equal the eval-mode
-model's up to float rounding (tested). ``benchmark.latency`` times every model with the same
-preparation, so speed-ups compare like with like.
+model's up to float rounding (tested). Sparse convolutions (spconv) are left as they are: in Cylinder3D
+each BatchNorm follows an activation, not the convolution, so there is nothing to fold there.
+``benchmark.latency`` times every model with the same preparation, so speed-ups compare like with like.
 """
 import copy
 
@@ -18,8 +19,8 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def fold_batchnorm_(model):
-    """Fold, in place, each ``Conv*/ConvTranspose*`` directly followed by a ``BatchNorm*`` inside an
-    ``nn.Sequential``, and each module holding a ``linear`` + ``norm`` pair (the PFN layers), into
+    """Fold, in place, each ``Conv*/ConvTranspose*`` (or ``Linear``) directly followed by a ``BatchNorm*``
+    inside an ``nn.Sequential``, and each module holding a ``linear`` + ``norm`` pair (the PFN layers), into
     one layer; the BatchNorm becomes ``nn.Identity`` (or ``norm = None``). Eval mode only.
     Returns the number of BatchNorms folded."""
     if model.training:
@@ -33,6 +34,10 @@ def fold_batchnorm_(model):
                 if isinstance(layer, _FOLDABLE) and isinstance(norm, _NORMS):
                     transpose = isinstance(layer, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
                     module._modules[a] = fuse_conv_bn_eval(layer, norm, transpose=transpose)
+                    module._modules[b] = nn.Identity()
+                    folded += 1
+                elif isinstance(layer, nn.Linear) and isinstance(norm, nn.BatchNorm1d):
+                    module._modules[a] = fuse_linear_bn_eval(layer, norm)
                     module._modules[b] = nn.Identity()
                     folded += 1
         linear, norm = getattr(module, "linear", None), getattr(module, "norm", None)
