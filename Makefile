@@ -3,7 +3,8 @@
 #                compile the numba kernels once (their machine code is cached for every later run)
 #   make test    setup + the test suite
 #   make lint    setup + ruff (ruff.toml), as CI runs it before the tests
-#   make demo    setup + the main job on the embedded synthetic dataset
+#   make demo    setup + the main job on the embedded synthetic dataset (TASK=segmentation: the
+#                Cylinder3D teacher and 0.5x student on embedded SemanticKITTI)
 # GPU machines: `make setup CUDA=1` installs spconv-cu118 instead of the CPU spconv build;
 # TORCH_SPEC chooses the torch requirement (default: torch==2.13.0).
 
@@ -18,7 +19,8 @@ SPCONV_SPEC ?= spconv
 endif
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed-$(CUDA)
-DEMO_DIR   ?= output/demo
+TASK       ?= detection
+DEMO_DIR   ?= $(if $(filter segmentation,$(TASK)),output/demo_segmentation,output/demo)
 
 .PHONY: setup test lint demo clean
 
@@ -41,7 +43,13 @@ lint: setup
 	$(PY) -m ruff check pcdet benchmark tools tests
 
 demo: setup
+ifeq ($(TASK),segmentation)
+	$(PY) -m benchmark.demo_segmentation --out $(DEMO_DIR)
+else ifeq ($(TASK),detection)
 	$(PY) -m benchmark.demo --out $(DEMO_DIR)
+else
+	$(error TASK=$(TASK): use detection (default) or segmentation)
+endif
 
 clean:
 	rm -rf $(VENV) build *.egg-info

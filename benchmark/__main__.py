@@ -26,7 +26,9 @@ def cmd_list(args):
     for tid, t in tables.items():
         ok, status = registry.table_status(t, preset, caps)
         flag = "yes" if ok else "no"
-        print(f"{tid:11s} {flag:9s} {len(ok):>2d}/{len(t['ROWS']):<2d}  {t['TITLE']}")
+        refs = registry.reference_rows(t)
+        extra = f" (+{len(refs)} paper reference row(s), not reproduced)" if refs else ""
+        print(f"{tid:11s} {flag:9s} {len(ok):>2d}/{len(status):<2d}  {t['TITLE']}{extra}")
         waits = sorted({m for name, ms in status.items() for m in ms})
         caps_missing = [w for w in waits if not w.startswith("config ")]
         configs = [w for w in waits if w.startswith("config ")]

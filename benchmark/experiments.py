@@ -113,43 +113,57 @@ class Experiment(abc.ABC):
 
 
 class SyntheticData(Experiment):
-    """The embedded synthetic dataset in the KITTI layout plus its info pickles and gt database."""
+    """The embedded synthetic dataset in the layout of the configs' dataset class (its
+    ``SYNTHETIC_FORMAT``: the KITTI object layout plus its info pickles and gt database, or the
+    SemanticKITTI layout), generated once and cached."""
 
     kind = "data"
 
     def __init__(self, cache_root, frames, seed, val_fraction, info_cfg_file):
-        super().__init__(cache_root, f"synthetic_{frames}f_seed{seed}",
-                         {"frames": frames, "seed": seed, "val_fraction": val_fraction,
-                          "data_config": resolved_config(info_cfg_file)["DATA_CONFIG"]})
+        from pcdet.datasets import get_dataset_class
+        from pcdet.train_utils.experiment import load_experiment_cfg
+
+        cfg = load_experiment_cfg(info_cfg_file)
+        self.dataset_cls = get_dataset_class(cfg.DATA_CONFIG.DATASET)
+        self.format = self.dataset_cls.SYNTHETIC_FORMAT
+        if self.format is None:
+            raise ExperimentError(f"{self.dataset_cls.__name__} has no embedded synthetic layout (SYNTHETIC_FORMAT)")
+        spec = {"frames": frames, "seed": seed, "val_fraction": val_fraction,
+                "data_config": resolved_config(info_cfg_file)["DATA_CONFIG"]}
+        label = f"synthetic_{frames}f_seed{seed}"
+        if self.format != "kitti":  # the KITTI data keeps the hash and name it always had
+            spec["format"], label = self.format, f"synthetic_{self.format}_{frames}f_seed{seed}"
+        super().__init__(cache_root, label, spec)
         self.info_cfg_file = info_cfg_file
 
     @property
     def root(self):
-        return self.dir / "synthetic_kitti"
+        return self.dir / f"synthetic_{self.format}"
 
     def execute(self, log):
-        from pcdet.datasets.kitti.kitti_dataset import create_kitti_infos
         from pcdet.datasets.synthetic.build import generate_dataset
         from pcdet.train_utils.experiment import load_experiment_cfg
 
-        log(f"generating the embedded synthetic dataset: {self.spec['frames']} frames, seed {self.spec['seed']}")
+        log(f"generating the embedded synthetic dataset ({self.format} layout): {self.spec['frames']} frames, "
+            f"seed {self.spec['seed']}")
         generate_dataset(self.root, self.spec["frames"], seed=self.spec["seed"], workers=2,
-                         val_fraction=self.spec["val_fraction"])
+                         val_fraction=self.spec["val_fraction"], fmt=self.format)
         cfg = load_experiment_cfg(self.info_cfg_file)
-        summary = create_kitti_infos(cfg.DATA_CONFIG, cfg.CLASS_NAMES, self.root, workers=2)
+        summary = self.dataset_cls.prepare_generated(cfg, self.root)
         return {"root": _rel(self.root), "frames": self.spec["frames"], "infos": summary}
 
     def first_val_frame(self):
-        ids = (self.root / "ImageSets" / "val.txt").read_text().split()
-        return self.root / "training" / "velodyne" / f"{ids[0]}.bin"
+        from pcdet.train_utils.experiment import load_experiment_cfg
+
+        return self.dataset_cls.first_val_frame(self.root, load_experiment_cfg(self.info_cfg_file).DATA_CONFIG)
 
 
 class RealData:
     """A real dataset named by the configs (never generated, never downloaded); ``dataset_cls`` (the
     config's dataset class) says which files must exist and how to get them."""
 
-    def __init__(self, root, dataset_cls):
-        self.root, self.dataset_cls = Path(root), dataset_cls
+    def __init__(self, root, dataset_cls, dataset_cfg=None):
+        self.root, self.dataset_cls, self.dataset_cfg = Path(root), dataset_cls, dataset_cfg
         self.spec = {"root": _rel(self.root)}
 
     def check(self):
@@ -162,8 +176,7 @@ class RealData:
         return self
 
     def first_val_frame(self):
-        ids = (self.root / "ImageSets" / "val.txt").read_text().split()
-        return self.root / "training" / "velodyne" / f"{ids[0]}.bin"
+        return self.dataset_cls.first_val_frame(self.root, self.dataset_cfg)
 
 
 class Train(Experiment):

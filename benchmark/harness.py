@@ -11,9 +11,11 @@ What each measure contributes (a row's metrics are its ``PAPER`` keys plus these
 * ``accuracy``: one ``train`` experiment per seed (``--seeds N`` = seeds 0..N-1) of the row's KD
   config (or model config without KD); a teacher row (``TEACHER: true``) is the teacher every KD
   row of the preset distils from: one run, seed 0. The table's ``TASK`` names the default accuracy
-  metrics (detection: BEV / 3D mAP = mean of the three classes' moderate AP R40; segmentation: mIoU);
+  metrics (detection: BEV / 3D mAP = mean of the three classes' moderate AP R40; segmentation: the
+  official mIoU and the present-class mIoU);
   their values, and per-class ones such as ``bev_car_moderate``, come from the evaluator the
   dataset class declares (``metric_value``), so nothing here knows a dataset.
+* paper reference rows (``REFERENCE``): never run; their figures are printed with the reason.
 * ``complexity``: params and GMACs of the row's model (the deployed student) on the preset's frame.
 * ``latency``: all rows' models in one round-robin run; ``speedup`` = reference row / this row.
 * ``training_cost``: training-step medians of :mod:`benchmark.kd_overhead` (no KD, plain feature KD,
@@ -39,7 +41,7 @@ DEFAULT_METRICS = {
     "training_cost": ["step_s", "epoch_s", "step_ratio_vs_featurekd"],
 }
 #: table TASK -> default accuracy metrics
-ACCURACY_METRICS = {"detection": ["bev_map", "3d_map"], "segmentation": ["miou"]}
+ACCURACY_METRICS = {"detection": ["bev_map", "3d_map"], "segmentation": ["miou", "miou_present"]}
 DEFAULT_CACHE = REPO_ROOT / "output" / "benchmark" / "cache"
 
 
@@ -91,11 +93,14 @@ class TablePlan:
         if spec["KIND"] == "synthetic":
             self.data = SyntheticData(self.cache_root, spec["FRAMES"], spec["SEED"], spec["VAL_FRACTION"], teacher_cfg)
         else:
-            self.data = RealData(resolve_data_path(cfg.DATA_CONFIG.DATA_PATH), self.dataset_cls).check()
+            self.data = RealData(resolve_data_path(cfg.DATA_CONFIG.DATA_PATH), self.dataset_cls, cfg.DATA_CONFIG).check()
         return self.data
 
     def dataset_note(self):
-        return self.dataset_cls.dataset_note_for(self.data.root)
+        from pcdet.train_utils.experiment import load_experiment_cfg
+
+        cfg = load_experiment_cfg(registry.teacher_config(self.table, self.preset))
+        return self.dataset_cls.dataset_note_for(self.data.root, cfg.DATA_CONFIG)
 
     def score(self, result, metric):
         """A run's value of ``metric``: the mean over its last ``EVAL_LAST`` evaluations when the preset
@@ -418,7 +423,8 @@ def table_cells(plan):
                                   measured_std=std, n_seeds=len(values), dataset=note, device=plan.device,
                                   source=source, **how, **common))
             else:
-                lines.append(cell(t["ID"], r["NAME"], metric, paper=r["PAPER"].get(metric), **common))
+                lines.append(cell(t["ID"], r["NAME"], metric, paper=r["PAPER"].get(metric), reference=r.get("REFERENCE"),
+                                  **common))
     return lines
 
 

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pcdet.datasets.dataset import load_points_bin
 from pcdet.datasets.point_cloud_files import PointCloudFileDataset
 from pcdet.models import build_network, load_data_to_device
 from pcdet.train_utils.experiment import experiment_name, load_experiment_cfg, resolve_device
@@ -73,7 +72,7 @@ class _Model:
         elif mode != "eval":
             raise ValueError(f"latency mode {mode!r}: use deploy or eval")
         self.gmacs = measure_complexity(cfg_file, frame)["gmacs"]
-        self.points = load_points_bin(frame)
+        self.points = self.dataset.load_points(frame)
         self.device = device
         self.timer = _Timer(self.model, device)
         self.records = []

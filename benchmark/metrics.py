@@ -35,7 +35,8 @@ METRICS = {
     "l2_maph": ("%", "Waymo LEVEL_2 mAPH"),
     "l2_map": ("%", "Waymo LEVEL_2 mAP"),
     # segmentation
-    "miou": ("%", "mean IoU over the classes"),
+    "miou": ("%", "mean IoU over the classes (SemanticKITTI: all 19, an absent class counts 0)"),
+    "miou_present": ("%", "mean IoU over the classes present in ground truth or predictions"),
 }
 
 PATTERNS = (

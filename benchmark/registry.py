@@ -22,7 +22,7 @@ TABLE_IDS = ("pd_t1", "pd_t2", "pd_t3", "pd_t4", "pd_t5", "pd_app_t1", "pd_app_t
              "pd_paired_baselines")
 TABLE_KEYS = {"ID", "TITLE", "PAPER_SOURCE", "TASK", "DATASET", "MEASURES", "NEEDS", "NOTES", "ROWS", "TEACHER_MODEL",
               "REFERENCE_ROW"}
-ROW_KEYS = {"NAME", "MODEL", "KD", "TEACHER", "TEACHER_MODEL", "NEEDS", "PAPER", "VARIANT", "METRICS"}
+ROW_KEYS = {"NAME", "MODEL", "KD", "TEACHER", "TEACHER_MODEL", "NEEDS", "PAPER", "VARIANT", "METRICS", "REFERENCE"}
 MEASURES = {"accuracy", "complexity", "latency", "training_cost"}
 PRESET_KEYS = {"DESCRIPTION", "FAMILY", "DATA", "EPOCHS", "TEACHER_EPOCHS", "SEEDS", "JOBS", "LATENCY", "KD_OVERHEAD",
                "EVAL_LAST", "GATE", "KD_DIAGNOSTICS", "ORDER"}
@@ -72,6 +72,9 @@ def load_table(path):
         names.add(row["NAME"])
         row.setdefault("KD", None)
         row.setdefault("TEACHER", False)
+        row.setdefault("REFERENCE", None)
+        if row["REFERENCE"] is not None and not (isinstance(row["REFERENCE"], str) and row["REFERENCE"].strip()):
+            raise RegistryError(f"{where}: REFERENCE is the reason the row is a paper reference (a sentence)")
         row["NEEDS"] = list(row.get("NEEDS") or [])
         row["PAPER"] = dict(row.get("PAPER") or {})
         row["METRICS"] = list(row.get("METRICS") or [])
@@ -163,8 +166,15 @@ def row_status(table, row, preset, caps=None):
     return list(dict.fromkeys(missing))
 
 
+def reference_rows(table):
+    """Names of the rows that are paper references only (``REFERENCE``: another architecture the paper
+    cites for comparison; not reproduced, their figures are printed beside the measured rows)."""
+    return [r["NAME"] for r in table["ROWS"] if r.get("REFERENCE")]
+
+
 def table_status(table, preset, caps=None):
-    """(runnable rows, {row name: missing list}) under ``preset``."""
+    """(runnable rows, {row name: missing list}) under ``preset``; reference rows are in neither (they
+    never run and never keep a table from being runnable)."""
     caps = capabilities() if caps is None else caps
-    status = {r["NAME"]: row_status(table, r, preset, caps) for r in table["ROWS"]}
+    status = {r["NAME"]: row_status(table, r, preset, caps) for r in table["ROWS"] if not r.get("REFERENCE")}
     return [n for n, m in status.items() if not m], status

@@ -36,8 +36,9 @@ def _joined(values):
 
 
 def cell(table, row, metric, *, paper=None, measured=None, measured_std=None, n_seeds=None, dataset="", preset="",
-         device="", precision=None, threads=None, seeds=None, values=None, source=None):
-    """One CSV line as a dict; ``measured`` needs ``source`` (a path or a list of paths)."""
+         device="", precision=None, threads=None, seeds=None, values=None, source=None, reference=None):
+    """One CSV line as a dict; ``measured`` needs ``source`` (a path or a list of paths). ``reference``:
+    the row is a paper reference that is never measured; its reason goes into ``source``."""
     if isinstance(source, (list, tuple)):
         source = ";".join(str(s) for s in source if s)
     source = "" if source is None else str(source)
@@ -53,7 +54,7 @@ def cell(table, row, metric, *, paper=None, measured=None, measured_std=None, n_
         "threads": _joined(threads) if has_measure else "",
         "seeds": ";".join(str(s) for s in seeds) if has_measure and seeds else "",
         "values": ";".join(f"{float(v):.4f}" for v in values) if has_measure and values else "",
-        "source": source if has_measure else "",
+        "source": source if has_measure else (f"paper reference: {reference}" if reference else ""),
     }
 
 

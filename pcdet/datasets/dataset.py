@@ -147,15 +147,37 @@ class DatasetTemplate(torch_data.Dataset):
                              f"({', '.join(self.SPLITS)})")
 
     # ------------------------------------------------------------------ what a dataset class declares
+    #: ``--format`` of the embedded synthetic generator that writes this dataset's layout (None: none)
+    SYNTHETIC_FORMAT = None
+
+    @classmethod
+    def prepare_generated(cls, cfg, root):
+        """What the dataset needs after the embedded generator wrote ``root`` (e.g. KITTI's info
+        pickles); ``cfg`` is the experiment config. Returns a summary dict (default: nothing to do)."""
+        return {}
+
+    @classmethod
+    def crop_points(cls, points, dataset_cfg):
+        """The part of a raw cloud the dataset's samples keep before augmentation (default: all of it;
+        SemanticKITTI: its optional ``FOV_ANGLE`` front crop). :class:`PointCloudFileDataset` applies
+        it too, so complexity and latency are measured on what the model sees in evaluation."""
+        return points
+
+    @classmethod
+    def first_val_frame(cls, root, dataset_cfg=None):
+        """The point file of the first frame of the val split under ``root`` (what the benchmarks time)."""
+        raise NotImplementedError(f"{cls.__name__} does not name its first val frame")
+
     @classmethod
     def required_files(cls, root):
         """Paths that must exist under ``root`` before training or evaluating (default: the root)."""
         return [Path(root)]
 
     @classmethod
-    def dataset_note_for(cls, root):
+    def dataset_note_for(cls, root, dataset_cfg=None):
         """The label every output carries about the data at ``root``: the embedded synthetic dataset
-        (its generator's manifest is there) or the real ``FORMAT_NAME`` data."""
+        (its generator's manifest is there) or the real ``FORMAT_NAME`` data (``dataset_cfg``: what a
+        subclass adds from its config, e.g. a crop)."""
         if (Path(root) / SYNTHETIC_MANIFEST).is_file():
             return f"EMBEDDED SYNTHETIC dataset in the {cls.FORMAT_NAME} format (not real {cls.FORMAT_NAME})"
         return cls.FORMAT_NAME

@@ -2,7 +2,9 @@
 
 Used for inference on single frames, and by ``benchmark.complexity`` / ``benchmark.latency``.
 Each item is a float32 ``.bin`` file (``NUM_POINT_FEATURES`` columns, KITTI layout by default)
-passed through the config's feature encoder and data processor exactly as in testing.
+cropped as the configured dataset class crops its samples (``crop_points``, e.g. SemanticKITTI's
+``FOV_ANGLE``) and passed through the config's feature encoder and data processor exactly as in
+testing.
 """
 from pathlib import Path
 
@@ -16,7 +18,8 @@ class PointCloudFileDataset(DatasetTemplate):
     def __init__(self, dataset_cfg, class_names, files, num_point_features=4, logger=None):
         from pcdet.datasets import get_dataset_class
 
-        self.IGNORE_LABEL = get_dataset_class(dataset_cfg.DATASET).IGNORE_LABEL if "DATASET" in dataset_cfg else None
+        self.source_cls = get_dataset_class(dataset_cfg.DATASET) if "DATASET" in dataset_cfg else None
+        self.IGNORE_LABEL = self.source_cls.IGNORE_LABEL if self.source_cls is not None else None
         super().__init__(dataset_cfg=dataset_cfg, class_names=class_names, training=False,
                          root_path=Path(files[0]).parent if files else None, logger=logger)
         if not files:
@@ -29,5 +32,9 @@ class PointCloudFileDataset(DatasetTemplate):
 
     def __getitem__(self, index):
         path = self.files[index]
+        return self.prepare_data({"points": self.load_points(path), "frame_id": path.stem})
+
+    def load_points(self, path):
+        """The file's points, cropped as the configured dataset class crops its samples."""
         points = load_points_bin(path, self.num_point_features)
-        return self.prepare_data({"points": points, "frame_id": path.stem})
+        return points if self.source_cls is None else self.source_cls.crop_points(points, self.dataset_cfg)

@@ -4,7 +4,9 @@ Owns :func:`plot_bev_grid` (one PNG: a row per frame, a column per model, every 
 frame's points and ground truth with that model's boxes on top), :func:`load_predictions` (a
 ``result.pkl`` of :func:`pcdet.train_utils.eval_utils.eval_one_epoch`, indexed by frame id) and
 :func:`dataset_frames` (points and ground-truth boxes of chosen frames from any dataset built on
-``DatasetTemplate``). ``tools/visualize.py`` is the command line; ``make demo`` writes one picture.
+``DatasetTemplate``), and for segmentation :func:`plot_semantic_bev` (one frame's points coloured by
+the ground-truth classes and by each model's predicted classes, side by side, SemanticKITTI's colour
+map). ``tools/visualize.py`` is the command line; ``make demo`` writes one picture.
 
 Everything is in the LiDAR frame the models use (x forward, y left; boxes ``[x, y, z, dx, dy, dz,
 heading]``): predictions are read from the ``boxes_lidar`` of the result annos, which every
@@ -122,6 +124,42 @@ def plot_bev_grid(frames, predictions, out_path, class_names, pc_range=None, sco
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0.03, 1, 0.97 if title else 1))
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path
+
+
+def plot_semantic_bev(points, labels, out_path, title=None, point_size=0.4):
+    """One row of bird's-eye views of ``points`` (N, >= 2), one panel per entry of ``labels``
+    (``{panel title: (N,) learning classes}``, e.g. ground truth then each model), coloured with the
+    semantic-kitti-api colour map (:func:`pcdet.datasets.semantickitti.label_map.colours_rgb`; class 0 =
+    unlabeled is black). A legend lists the classes that appear."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from pcdet.datasets.semantickitti import label_map
+
+    names = list(labels)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.8), squeeze=False)
+    present = sorted(set(int(c) for lab in labels.values() for c in np.unique(lab)))
+    for ax, name in zip(axes[0], names):
+        ax.scatter(points[:, 0], points[:, 1], s=point_size, c=label_map.colours_rgb(labels[name]), linewidths=0)
+        ax.set_title(name, fontsize=9)
+        ax.set_aspect("equal")
+        ax.set_xlabel("x (m)")
+        ax.set_ylabel("y (m)")
+        ax.set_facecolor("#f4f4f4")
+    handles = [Patch(color=label_map.colours_rgb([c])[0],
+                     label="unlabeled" if c == 0 else label_map.CLASS_NAMES[c - 1]) for c in present]
+    fig.legend(handles=handles, loc="lower center", ncol=min(8, len(handles)), fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=110)

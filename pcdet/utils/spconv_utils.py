@@ -62,6 +62,13 @@ Limitations: torch's thread count is process-wide, so another Python thread runn
 the same moment also runs single-threaded while a CPU sparse op is in flight. Code that calls
 ``SpconvOps.scatter_add_cpu`` directly, bypassing ``spconv.pytorch.ops``, is not guarded.
 
+3. One log notice silenced
+--------------------------
+spconv's modules call ``torch.fx._symbolic_trace.is_fx_tracing()`` on every forward; this torch
+version logs a deprecation warning about that function (through the ``torch.fx._symbolic_trace``
+logger) the first time in every process, which would appear in every training log. A logging filter
+drops exactly that message (nothing else of that logger, no warning of any other source).
+
 Public names
 ------------
 ``spconv``                       the ``spconv.pytorch`` module
@@ -76,6 +83,7 @@ Public names
 import contextlib
 import ctypes
 import functools
+import logging
 import os
 import sys
 import threading
@@ -262,11 +270,25 @@ def cpu_thread_guard_disabled():
         _guard_enabled = previous
 
 
+class _FxTracingNotice(logging.Filter):
+    """Drops torch's ``is_fx_tracing`` deprecation notice (fix 3 of the module docstring)."""
+
+    def filter(self, record):
+        return "is_fx_tracing will return true" not in record.getMessage()
+
+
+def _install_log_filter():
+    logger = logging.getLogger("torch.fx._symbolic_trace")
+    if not any(isinstance(f, _FxTracingNotice) for f in logger.filters):
+        logger.addFilter(_FxTracingNotice())
+
+
 def install():
-    """Install the stream shim and the CPU thread guard (idempotent)."""
+    """Install the stream shim, the CPU thread guard and the log filter (idempotent)."""
     with _install_lock:
         _install_stream_shim()
         _install_thread_guard()
+        _install_log_filter()
 
 
 install()

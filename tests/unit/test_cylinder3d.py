@@ -215,6 +215,17 @@ def test_point_encoder_max_pools_per_cell_of_each_sample():
     torch.testing.assert_close(out["voxel_features"], vfe.compression(pooled))
 
 
+def test_unique_cells_equals_unique_over_rows():
+    from pcdet.models.backbones_3d.vfe.cylinder_vfe import unique_cells
+
+    g = torch.Generator().manual_seed(0)
+    grid = torch.stack([torch.randint(0, n, (5000,), generator=g) for n in (40, 30, 8)], 1)
+    batch = torch.randint(0, 3, (5000,), generator=g)
+    coords, inverse = unique_cells(batch, grid)
+    ref, ref_inv = torch.unique(torch.cat([batch[:, None], grid], 1), return_inverse=True, dim=0)
+    assert torch.equal(coords, ref) and torch.equal(inverse, ref_inv)
+
+
 def test_voxel_label_is_the_majority_including_unlabeled_and_ties_go_low():
     p2v = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
     labels = torch.tensor([0, 0, 3, 4, 2, 5, 0, 5, 0])

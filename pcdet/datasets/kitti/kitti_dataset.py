@@ -100,6 +100,19 @@ class KittiDataset(DatasetTemplate):
     SETUP_HINT = ("Download KITTI 3D object detection (velodyne, label_2, calib, image_2 sizes, ImageSets) into that "
                   "folder, then run python -m pcdet.datasets.kitti.kitti_dataset create_kitti_infos --data_path ROOT")
 
+    SYNTHETIC_FORMAT = "kitti"
+
+    @classmethod
+    def prepare_generated(cls, cfg, root):
+        return create_kitti_infos(cfg.DATA_CONFIG, cfg.CLASS_NAMES, root, workers=2)
+
+    @classmethod
+    def first_val_frame(cls, root, dataset_cfg=None):
+        split = Path(root) / "ImageSets" / "val.txt"
+        if not split.is_file():
+            raise DatasetFileError(f"KITTI split file not found: {split}")
+        return Path(root) / "training" / "velodyne" / f"{split.read_text().split()[0]}.bin"
+
     @classmethod
     def required_files(cls, root):
         root = Path(root)

@@ -65,9 +65,27 @@ class SemanticKittiDataset(DatasetTemplate):
     SETUP_HINT = ("Download SemanticKITTI (the KITTI odometry velodyne scans and the SemanticKITTI labels) so that "
                   "the folder holds sequences/NN/velodyne and sequences/NN/labels")
 
+    SYNTHETIC_FORMAT = "semantickitti"
+
+    @classmethod
+    def dataset_note_for(cls, root, dataset_cfg=None):
+        note = super().dataset_note_for(root)
+        fov = _fov(dataset_cfg or {})
+        return note + (f"; front {fov:g} deg crop (only those points are evaluated)" if fov is not None else "")
+
     @classmethod
     def required_files(cls, root):
         return [Path(root) / "sequences"]
+
+    @classmethod
+    def first_val_frame(cls, root, dataset_cfg=None):
+        """The first scan of the first val sequence that exists under ``root``."""
+        seqs = ((dataset_cfg or {}).get("SEQUENCES", None) or {}).get("val", OFFICIAL_SEQUENCES["val"])
+        for seq in seqs:
+            scans = sorted((Path(root) / "sequences" / sequence_name(seq) / "velodyne").glob("*.bin"))
+            if scans:
+                return scans[0]
+        raise DatasetFileError(f"no val scan under {Path(root) / 'sequences'} (sequences {list(seqs)})")
 
     def __init__(self, dataset_cfg, class_names, training=True, root_path=None, logger=None):
         check_keys(dataset_cfg, CONFIG_KEYS, "DATA_CONFIG (SemanticKittiDataset)")
@@ -87,9 +105,8 @@ class SemanticKittiDataset(DatasetTemplate):
         fov = dataset_cfg.get("FOV_ANGLE", None)
         if fov is not None and not 0.0 < float(fov) <= 360.0:
             raise ValueError(f"DATA_CONFIG.FOV_ANGLE must be in (0, 360] degrees, got {fov}")
-        self.fov_angle = None if fov is None or float(fov) >= 360.0 else float(fov)  # 360: the whole sweep
-        if self.fov_angle is not None:
-            self.dataset_note += f"; front {self.fov_angle:g} deg crop (only those points are evaluated)"
+        self.fov_angle = _fov(dataset_cfg)
+        self.dataset_note = self.dataset_note_for(self.root_path, dataset_cfg)
         self.frames = self._list_frames(bool(dataset_cfg.get("SKIP_MISSING_SEQUENCES", False)))
         max_frames = dataset_cfg.get("MAX_FRAMES", None)
         if max_frames is not None:
@@ -143,9 +160,13 @@ class SemanticKittiDataset(DatasetTemplate):
         if self.has_labels:
             input_dict["point_labels"], input_dict["point_inst_labels"] = self.get_labels(seq, scan, len(points))
         if self.fov_angle is not None:
-            keep = np.abs(np.degrees(np.arctan2(points[:, 1], points[:, 0]))) <= self.fov_angle / 2
-            input_dict = _take(input_dict, keep)
+            input_dict = _take(input_dict, fov_mask(points, self.fov_angle))
         return self.prepare_data(input_dict)
+
+    @classmethod
+    def crop_points(cls, points, dataset_cfg):
+        fov = _fov(dataset_cfg)
+        return points if fov is None else points[fov_mask(points, fov)]
 
     def prediction_layout_ok(self):
         """Can predictions of this split be written as submission files (one per raw point, in order)?
@@ -154,6 +175,17 @@ class SemanticKittiDataset(DatasetTemplate):
         shuffle = next((s for n, s in self.data_processor.steps if n == "shuffle_points"), None)
         return self.fov_angle is None and "mask_points_and_boxes_outside_range" not in names \
             and (shuffle is None or not shuffle.enabled)
+
+
+def fov_mask(points, fov_angle):
+    """(N,) bool: the points with ``|atan2(y, x)| <= fov_angle / 2`` (degrees)."""
+    return np.abs(np.degrees(np.arctan2(points[:, 1], points[:, 0]))) <= fov_angle / 2
+
+
+def _fov(dataset_cfg):
+    """``FOV_ANGLE`` in degrees, None for no crop (absent or 360)."""
+    fov = dataset_cfg.get("FOV_ANGLE", None)
+    return None if fov is None or float(fov) >= 360.0 else float(fov)
 
 
 def _take(input_dict, keep):

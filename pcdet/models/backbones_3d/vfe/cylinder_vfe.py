@@ -26,6 +26,21 @@ from pcdet.models.registries import VFES
 NUM_CYL_FEATURES = 9
 
 
+def unique_cells(batch_idx, grid_ind):
+    """``(coords (V, 4) [batch, i0, i1, i2] sorted lexicographically, inverse (N,))`` of the occupied cells:
+    ``torch.unique(cells, dim=0)`` computed on one int64 key per point (a 1-D sort; unique over rows is
+    several times slower on the CPU), same result."""
+    dims = (grid_ind.max(dim=0).values + 1).tolist() if grid_ind.shape[0] else [1, 1, 1]
+    key = ((batch_idx * dims[0] + grid_ind[:, 0]) * dims[1] + grid_ind[:, 1]) * dims[2] + grid_ind[:, 2]
+    uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)
+    z = uniq % dims[2]
+    rest = uniq // dims[2]
+    y = rest % dims[1]
+    rest = rest // dims[1]
+    x = rest % dims[0]
+    return torch.stack([rest // dims[0], x, y, z], dim=1), inverse
+
+
 @VFES.register("CylinderPointVFE")
 class CylinderPointVFE(nn.Module):
     ALLOWED_KEYS = {"NAME", "POINT_MLP", "COMPRESSED_CHANNELS"}
@@ -61,8 +76,7 @@ class CylinderPointVFE(nn.Module):
         feats = batch_dict["point_cyl_features"]
         grid_ind = batch_dict["point_grid_ind"].long()
         batch_idx = batch_dict["points"][:, 0].long()
-        cells = torch.cat([batch_idx[:, None], grid_ind], dim=1)
-        coords, inverse = torch.unique(cells, return_inverse=True, dim=0)
+        coords, inverse = unique_cells(batch_idx, grid_ind)
         point_feats = self.point_mlp(feats)
         pooled = point_feats.new_zeros((coords.shape[0], point_feats.shape[1]))
         pooled = pooled.scatter_reduce(0, inverse[:, None].expand_as(point_feats), point_feats, reduce="amax",
