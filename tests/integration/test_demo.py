@@ -34,3 +34,26 @@ def test_demo_pipeline_tiny(tmp_path, capsys):
     # the distilled student's run exported a student-only checkpoint
     kd_ckpts = list((tmp_path / "runs").rglob("student_epoch_1.pth"))
     assert len(kd_ckpts) == 1
+
+
+def test_segmentation_demo_tiny(tmp_path, capsys):
+    """``make demo TASK=segmentation`` at a tiny scale: embedded SemanticKITTI, the Cylinder3D teacher
+    and 0.5x student, a table with params / MACs / latency / mIoU, the CSV and the coloured picture."""
+    from benchmark import demo_segmentation
+
+    rows = demo_segmentation.main(["--out", str(tmp_path), "--frames", "6", "--val_fraction", "0.5", "--epochs", "1",
+                                   "--latency_runs", "1", "--skip_stats", "--no_progress"])
+    assert [r["model"] for r in rows] == ["teacher", "student_0.5x"]
+    out = capsys.readouterr().out
+    assert "student / teacher: latency" in out and "MACs" in out
+    with open(tmp_path / "demo_segmentation_results.csv") as f:
+        table = list(csv.DictReader(f))
+    t, s = table
+    assert float(t["params_M"]) > 3 * float(s["params_M"]) and float(t["gmacs"]) > float(s["gmacs"])
+    assert all(r["dataset"].startswith("EMBEDDED SYNTHETIC") and "front 90 deg crop" in r["dataset"] for r in table)
+    assert all(0 <= float(r["miou"]) <= float(r["miou_present"]) + 1e-6 for r in table)
+    assert "iou/traffic-sign" in t and int(t["frame_points"]) > 10000
+    from PIL import Image
+
+    with Image.open(tmp_path / "demo_segmentation_bev.png") as im:  # three panels side by side
+        assert im.size[0] > 2.5 * im.size[1]

@@ -160,7 +160,7 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys, argv, needle):
 
 
 def test_api_rejects_bad_arguments(tmp_path):
-    for kwargs, needle in (({"fmt": "semantickitti"}, "semantickitti"), ({"frames": 0}, "frames"),
+    for kwargs, needle in (({"fmt": "waymo"}, "waymo"), ({"frames": 0}, "frames"),
                            ({"val_fraction": 2.0}, "val_fraction"), ({"seed": -1}, "seed")):
         args = dict(out_dir=tmp_path / "y", frames=1, seed=0, val_fraction=0.5, fmt="kitti")
         args.update(kwargs)
