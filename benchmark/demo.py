@@ -47,6 +47,15 @@ def _log(msg):
     print(BANNER + msg, flush=True)
 
 
+def _generate(data_dir, frames, seed, workers, val_fraction, fmt):
+    """Write the embedded dataset in layout ``fmt`` with a progress bar; returns the seconds taken."""
+    t0 = time.perf_counter()
+    with tqdm.tqdm(total=frames, desc="frames", dynamic_ncols=True) as bar:
+        generate_dataset(data_dir, frames, seed=seed, workers=workers, fmt=fmt, val_fraction=val_fraction,
+                         progress=lambda done, total: bar.update(done - bar.n))
+    return time.perf_counter() - t0
+
+
 def _train(cfg, out, data_dir, tag, epochs, seed, workers, logs, extra=(), live=True):
     """Run tools/train.py in a child process (its own logger and threads), its progress bars shown
     live and its output kept in ``logs/<tag>.log``; returns (run dir, seconds)."""
@@ -115,14 +124,7 @@ def main(argv=None):
 
     # 1. data ---------------------------------------------------------------------------------
     _log(f"generating {args.frames} frames (seed {args.seed}) into {data_dir}")
-    t0 = time.perf_counter()
-    with tqdm.tqdm(total=args.frames, desc="frames", dynamic_ncols=True) as bar:
-        def progress(done, total):
-            bar.update(done - bar.n)
-
-        generate_dataset(data_dir, args.frames, seed=args.seed, workers=args.workers, progress=progress,
-                         val_fraction=args.val_fraction)
-    seconds = time.perf_counter() - t0
+    seconds = _generate(data_dir, args.frames, args.seed, args.workers, args.val_fraction, "kitti")
     _log(f"{args.frames} frames in {seconds:.1f} s ({args.frames / seconds:.1f} frames/s, "
          f"{args.workers} worker processes)")
     real = realdata_dir() / "kitti_label2_all" / "training" / "label_2"

@@ -26,10 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-import tqdm
 
-from benchmark.demo import _log, _train
-from pcdet.datasets.synthetic.build import generate_dataset
+from benchmark.demo import _generate, _log, _train
 from pcdet.utils.paths import REPO_ROOT, realdata_dir
 
 TEACHER_CFG = REPO_ROOT / "tools" / "cfgs" / "synthetic_seg_models" / "cylinder3d.yaml"
@@ -84,11 +82,8 @@ def main(argv=None):
 
     # 1. data ---------------------------------------------------------------------------------
     _log(f"generating {args.frames} frames (seed {args.seed}, SemanticKITTI layout) into {data_dir}")
-    t0 = time.perf_counter()
-    with tqdm.tqdm(total=args.frames, desc="frames", dynamic_ncols=True) as bar:
-        generate_dataset(data_dir, args.frames, seed=args.seed, workers=args.workers, fmt="semantickitti",
-                         val_fraction=args.val_fraction, progress=lambda done, total: bar.update(done - bar.n))
-    _log(f"{args.frames} frames in {time.perf_counter() - t0:.1f} s")
+    seconds = _generate(data_dir, args.frames, args.seed, args.workers, args.val_fraction, "semantickitti")
+    _log(f"{args.frames} frames in {seconds:.1f} s")
     from pcdet.datasets.synthetic import seg_stats
 
     real = realdata_dir() / "semantickitti"

@@ -41,3 +41,13 @@ def single_thread():
     yield
     torch.set_num_threads(torch_threads)
     numba.set_num_threads(numba_threads)
+
+
+@pytest.fixture
+def two_threads():
+    """Run a test with two torch threads (the count at which spconv's unguarded CPU scatter-add races),
+    restoring the caller's count afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)

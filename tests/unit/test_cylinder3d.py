@@ -19,14 +19,6 @@ from pcdet.utils.loss_utils import lovasz_softmax
 from pcdet.utils.paths import REPO_ROOT
 
 
-@pytest.fixture
-def two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ----------------------------------------------------------------------------- parameter counts
 @pytest.mark.parametrize("name,expected_m", [("cylinder3d", 55.85), ("cylinder3d_0.5x", 14.07)])
 def test_paper_scale_parameter_counts(name, expected_m):

@@ -19,14 +19,6 @@ C_IN, C_OUT = 16, 24
 SEEDS = (0, 1, 2)
 
 
-@pytest.fixture
-def two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _random_sparse_input(gen):
     """N_ACTIVE distinct active sites spread over BATCH grids; indices are (batch, z, y, x)."""
     d, h, w = SPATIAL
