@@ -17,7 +17,8 @@ outside the package registers the same way.
 import torch.nn as nn
 
 # importing a method module registers its class (the proposed method, the plain feature-KD reference
-# and the twelve baselines the papers compare against: PointDistiller main Table 3, appendix Tables 1, 4)
+# and the twelve baselines the papers compare against: PointDistiller main Table 3, appendix Tables 1, 4;
+# PVD for segmentors)
 from pcdet.kd.methods import (  # noqa: F401
     attention_transfer,
     crd,
@@ -28,6 +29,7 @@ from pcdet.kd.methods import (  # noqa: F401
     overhaul,
     paint_and_distill,
     pointdistiller,
+    pvd,
     pvd_det,
     sessd,
     similarity_preserving,

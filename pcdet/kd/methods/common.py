@@ -45,6 +45,42 @@ def cosine_affinity(feat):
     return f @ f.transpose(-1, -2)
 
 
+#: supervoxel sampling strategies of PVD (Hou et al., CVPR 2022): eq. (3) and the three of its Fig. 6
+SUPERVOXEL_SAMPLINGS = ("difficulty", "distance", "category", "random")
+
+
+def supervoxel_weights(n_minor, outer_dist, nonempty, strategy="difficulty"):
+    """Sampling weights of N_s supervoxels (PVD, Hou et al. CVPR 2022, section 3.3), 0 for empty ones.
+
+    ``difficulty`` is eq. (3): W_i = 1/f_class * d_i/R * 1/N_s with f_class = 4 exp(-2 N_minor) + 1
+    (``n_minor``: minority-class voxels of the supervoxel; ``outer_dist``: d_i, divided by its largest
+    value, which is R). Fig. 6's alternatives, whose formulas the paper does not print, keep one factor
+    each: ``distance`` W_i = d_i/R * 1/N_s, ``category`` W_i = 1/f_class * 1/N_s, ``random`` W_i = 1/N_s.
+    Returns float64 (N_s,); P_i = W_i / sum W (``torch.multinomial`` normalises)."""
+    if strategy not in SUPERVOXEL_SAMPLINGS:
+        raise ValueError(f"supervoxel sampling {strategy!r}: expected one of {SUPERVOXEL_SAMPLINGS}")
+    n_s = n_minor.numel()
+    w = torch.full((n_s,), 1.0 / n_s, dtype=torch.float64)
+    if strategy in ("difficulty", "category"):
+        w = w / (4.0 * torch.exp(-2.0 * n_minor.double()) + 1.0)
+    if strategy in ("difficulty", "distance"):
+        w = w * (outer_dist.double() / outer_dist.max().double())
+    return w * nonempty.double()
+
+
+def difficulty_weights(n_minor, outer_dist, nonempty):
+    """Eq. (3) of PVD: :func:`supervoxel_weights` with ``strategy="difficulty"``."""
+    return supervoxel_weights(n_minor, outer_dist, nonempty, "difficulty")
+
+
+def padded_affinity(feat, n):
+    """Cosine affinity (PVD eq. 4) of ``feat`` (m, C) zero-padded to n rows: (n, n); padded rows and
+    columns are 0."""
+    if feat.shape[0] < n:
+        feat = torch.cat([feat, feat.new_zeros((n - feat.shape[0], feat.shape[1]))], dim=0)
+    return cosine_affinity(feat)
+
+
 def point_cloud_range_of(detector):
     """The point-cloud range (6,) the detector was built for (from its dataset)."""
     ds = getattr(detector, "dataset", None)

@@ -30,23 +30,9 @@ import torch
 
 from pcdet.kd.methods.base import KD_METHODS, KDMethod
 from pcdet.kd.keys import TEA, tea
-from pcdet.kd.methods.common import cosine_affinity, gt_bev_masks, head_view, point_cloud_range_of, sigmoid_kl
+from pcdet.kd.methods.common import difficulty_weights, gt_bev_masks, head_view, padded_affinity, point_cloud_range_of
+from pcdet.kd.methods.common import sigmoid_kl
 from pcdet.kd.methods.common import student_map, teacher_map
-
-
-def difficulty_weights(n_minor, outer_dist, nonempty):
-    """Eq. (3): W_i = 1/f_class * d_i/R * 1/N_s, f_class = 4 exp(-2 N_minor) + 1; 0 for empty blocks."""
-    n_s = n_minor.numel()
-    f_class = 4.0 * torch.exp(-2.0 * n_minor.double()) + 1.0
-    w = (1.0 / f_class) * (outer_dist.double() / outer_dist.max().double()) / n_s
-    return w * nonempty.double()
-
-
-def padded_affinity(feat, n):
-    """Cosine affinity of ``feat`` (m, C) zero-padded to n rows: (n, n)."""
-    if feat.shape[0] < n:
-        feat = torch.cat([feat, feat.new_zeros((n - feat.shape[0], feat.shape[1]))], dim=0)
-    return cosine_affinity(feat)
 
 
 @KD_METHODS.register()

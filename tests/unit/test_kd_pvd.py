@@ -1,0 +1,190 @@
+"""PVD for segmentors (pcdet/kd/methods/pvd.py) against direct transcriptions of the paper's equations
+(Hou et al., CVPR 2022, eqs. 1-6) on small tensors, the sampling weights of eq. 3 on a hand-made
+partition, the fixed N_P / N_V sizes, and one wrapper step of the embedded KD config on a tiny
+Cylinder3D pair: the loss is finite, reaches the student, and the teacher stays bit-identical."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from easydict import EasyDict
+
+from pcdet.config import ConfigError
+from pcdet.datasets.processor.cylindrical import cylindrical_partition
+from pcdet.kd.methods.common import supervoxel_weights
+from pcdet.kd.methods.pvd import affinity_mse, keep_at_most, output_kl, supervoxel_layout, supervoxel_of
+from pcdet.models import build_network
+from pcdet.train_utils.experiment import load_experiment_cfg
+from pcdet.utils.paths import REPO_ROOT
+
+KD_CFG = REPO_ROOT / "kd_cfgs" / "synthetic_seg" / "cylinder3d_0.5x_pvd.yaml"
+GRID = (24, 18, 8)
+LO, HI = (0.0, -math.pi, -4.0), (50.0, math.pi, 2.0)
+
+
+# ----------------------------------------------------------------------------- equations
+def test_output_kl_is_eq1_transcribed():
+    gen = torch.Generator().manual_seed(0)
+    s, t = torch.randn(7, 5, generator=gen), torch.randn(7, 5, generator=gen)
+    ps, pt = np.exp(s.numpy()), np.exp(t.numpy())
+    ps, pt = ps / ps.sum(1, keepdims=True), pt / pt.sum(1, keepdims=True)
+    want = sum(pt[n, c] * (math.log(pt[n, c]) - math.log(ps[n, c])) for n in range(7) for c in range(5)) / (7 * 5)
+    assert abs(float(output_kl(s, t)) - want) < 1e-6
+    assert float(output_kl(t, t)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_affinity_equals_the_zero_padded_eq5():
+    gen = torch.Generator().manual_seed(1)
+    fs, ft, n = torch.randn(5, 3, generator=gen), torch.randn(5, 4, generator=gen), 8  # widths may differ
+    pad = lambda f: np.concatenate([f.numpy(), np.zeros((n - f.shape[0], f.shape[1]), np.float32)])  # noqa: E731
+
+    def cos(f):
+        out = np.zeros((n, n))
+        for i in range(n):
+            for j in range(n):
+                ni, nj = np.linalg.norm(f[i]), np.linalg.norm(f[j])
+                out[i, j] = 0.0 if ni == 0 or nj == 0 else f[i] @ f[j] / (ni * nj)
+        return out
+
+    want = ((cos(pad(fs)) - cos(pad(ft))) ** 2).sum() / n ** 2
+    assert abs(float(affinity_mse(fs, ft, n)) - want) < 1e-6
+    with pytest.raises(ValueError, match="at most N"):
+        affinity_mse(torch.randn(9, 3), torch.randn(9, 3), n)
+
+
+def test_supervoxel_partition_and_outer_arc():
+    splits, outer = supervoxel_layout((480, 360, 32), (120, 60, 8))
+    assert splits == [4, 6, 4] and len(outer) == 96  # the paper's N_s
+    splits, outer = supervoxel_layout((10, 4, 2), (4, 3, 2))  # ceil: 3 x 2 x 1
+    assert splits == [3, 2, 1]
+    assert outer.tolist() == [0.4, 0.4, 0.8, 0.8, 1.0, 1.0]  # min((i_r + 1) R_s, R) / R
+    coords = torch.tensor([[0, 0, 0, 0], [0, 3, 2, 1], [1, 4, 3, 0], [0, 9, 0, 1], [0, 8, 3, 1]])
+    assert supervoxel_of(coords, (4, 3, 2), splits).tolist() == [0, 0, 3, 4, 5]
+
+
+def test_sampling_weights_are_eq3_and_fig6_on_a_hand_made_partition():
+    n_minor = torch.tensor([0, 2, 1, 0, 5])
+    outer = torch.tensor([0.25, 0.5, 0.75, 1.0, 1.0], dtype=torch.float64)
+    nonempty = torch.tensor([True, True, True, True, False])
+    f = [4 * math.exp(-2 * m) + 1 for m in n_minor.tolist()]
+    for strategy, factor in (("difficulty", lambda i: outer[i] / f[i]), ("distance", lambda i: outer[i]),
+                             ("category", lambda i: 1 / f[i]), ("random", lambda i: 1.0)):
+        got = supervoxel_weights(n_minor, outer, nonempty, strategy)
+        want = [float(factor(i)) / 5 * bool(nonempty[i]) for i in range(5)]
+        assert np.allclose(got.numpy(), want, rtol=1e-12), strategy
+    assert f[0] == 5.0  # no minority voxel: f_class = 5
+    with pytest.raises(ValueError, match="sampling"):
+        supervoxel_weights(n_minor, outer, nonempty, "uniform")
+
+
+def test_keep_at_most_drops_majority_rows_first_and_keeps_exactly_n():
+    torch.manual_seed(0)
+    rows = torch.arange(20)
+    minority = rows % 5 == 0  # 4 minority rows
+    kept = keep_at_most(rows, minority, 10)
+    assert kept.numel() == 10 and len(set(kept.tolist())) == 10
+    assert set(rows[minority].tolist()) <= set(kept.tolist())
+    assert keep_at_most(rows, minority, 25).tolist() == rows.tolist()  # fewer: all (padding is in the loss)
+    kept = keep_at_most(rows, rows < 15, 6)  # minority alone exceeds n: a subset of them only
+    assert kept.numel() == 6 and (kept < 15).all()
+
+
+# ----------------------------------------------------------------------------- the method in the wrapper
+class _Geometry:
+    """What a segmentor reads of its dataset when it is built."""
+    IGNORE_LABEL = 0
+
+    def __init__(self, class_names):
+        self.class_names = list(class_names)
+        self.point_feature_encoder = EasyDict(num_point_features=4)
+        self.data_processor = EasyDict(grid_size=np.array(GRID), point_cloud_range=np.array([-50, -50, -4, 50, 50, 2.0]),
+                                       voxel_size=None, keys_with_suffix={})
+        self.training = True
+
+
+def _batch(seed, n=(900, 700)):
+    rng = np.random.default_rng(seed)
+    pts, ind, feats, labels = [], [], [], []
+    for b, m in enumerate(n):
+        xyz = np.concatenate([rng.uniform(2, 45, (m, 1)) * np.cos(rng.uniform(-0.8, 0.8, (m, 1))),
+                              rng.uniform(-20, 20, (m, 1)), rng.uniform(-3, 1, (m, 1))], axis=1)
+        p = np.concatenate([xyz, rng.uniform(0, 1, (m, 1))], axis=1).astype(np.float32)
+        g, f = cylindrical_partition(p, GRID, LO, HI)
+        pts.append(np.concatenate([np.full((m, 1), b, np.float32), p], axis=1))
+        ind.append(g), feats.append(f), labels.append(rng.integers(0, 20, m))
+    return {"points": torch.from_numpy(np.concatenate(pts)), "point_grid_ind": torch.from_numpy(np.concatenate(ind)),
+            "point_cyl_features": torch.from_numpy(np.concatenate(feats)),
+            "point_labels": torch.from_numpy(np.concatenate(labels)).long(), "batch_size": len(n)}
+
+
+def _wrapper(tmp_path, **method):
+    cfg = load_experiment_cfg(KD_CFG)
+    cfg.KD.METHODS[0].update({"SUPERVOXEL_SIZE": [6, 6, 4], "N_P": 64, "N_V": 32, **method})
+    ds = _Geometry(cfg.CLASS_NAMES)
+    torch.manual_seed(1)
+    teacher = build_network(cfg.KD.TEACHER.MODEL, len(cfg.CLASS_NAMES), ds)
+    torch.save({"model_state": teacher.state_dict()}, tmp_path / "t.pth")
+    cfg.KD.TEACHER.CKPT = str(tmp_path / "t.pth")
+    torch.manual_seed(0)
+    model = build_network(cfg.MODEL, len(cfg.CLASS_NAMES), ds, kd_cfg=cfg.KD)
+    model.train()
+    return model
+
+
+def test_wrapper_step_trains_the_student_and_leaves_the_teacher_bit_identical(tmp_path):
+    model = _wrapper(tmp_path)
+    before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    batch = _batch(0)
+    ret, tb, _ = model(batch)
+    ret["loss"].backward()
+    tag = model.method_tags[0]
+    for key in ("out_p", "out_v", "aff_p", "aff_v"):
+        assert math.isfinite(tb[f"{tag}/{key}"]) and tb[f"{tag}/{key}"] > 0, key
+    assert 1 <= tb[f"{tag}/supervoxels"] <= 2 * 4
+    assert all(p.grad is None for p in model.teacher.parameters())
+    grads = [p.grad for p in model.student.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    after = model.teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics included
+
+    # the KD part alone reaches the student's point MLP through the affinity and output terms
+    model.zero_grad()
+    batch = _batch(1)
+    model.run_teacher(batch)
+    model.student(batch)
+    loss, _ = model.kd_methods[0](batch)
+    loss.backward()
+    assert model.student.vfe.point_mlp[1].weight.grad.abs().sum() > 0
+
+
+def test_a_zero_weight_term_is_not_computed_and_misuse_is_refused(tmp_path):
+    model = _wrapper(tmp_path, ALPHA_VOXEL=0.0, BETA_POINT=0.0, BETA_VOXEL=0.0)
+    _, tb, _ = model(_batch(2))
+    tag = model.method_tags[0]
+    assert f"{tag}/out_p" in tb and not {f"{tag}/{k}" for k in ("out_v", "aff_p", "aff_v", "supervoxels")} & set(tb)
+    with pytest.raises(ConfigError, match="all 0"):
+        _wrapper(tmp_path, ALPHA_POINT=0.0, ALPHA_VOXEL=0.0, BETA_POINT=0.0, BETA_VOXEL=0.0)
+    with pytest.raises(ConfigError, match="MINORITY_CLASSES"):
+        _wrapper(tmp_path, MINORITY_CLASSES=["pedestrian"])
+    with pytest.raises(ConfigError, match="SAMPLING"):
+        _wrapper(tmp_path, SAMPLING="uniform")
+
+
+def test_method_weights_follow_eq3_and_refuse_unaligned_voxels(tmp_path):
+    model = _wrapper(tmp_path)  # SUPERVOXEL_SIZE (6, 6, 4) on 24 x 18 x 8: 4 x 3 x 2 = 24 supervoxels
+    method = model.kd_methods[0]
+    assert method.num_supervoxels == 24
+    sv = torch.tensor([0, 0, 7, 23, 23, 23])  # i_r = sv // 6: 0, 1, 3
+    minority = torch.tensor([True, False, False, True, True, False])
+    want = np.zeros(24)
+    want[0] = 1 / (4 * math.exp(-2) + 1) * (6 / 24) / 24
+    want[7] = 1 / 5 * (12 / 24) / 24
+    want[23] = 1 / (4 * math.exp(-4) + 1) * (24 / 24) / 24
+    assert np.allclose(method.sampling_weights(sv, minority).numpy(), want, rtol=1e-12)
+
+    batch = _batch(3)
+    model.run_teacher(batch)
+    model.student(batch)
+    batch["voxel_coords_tea"] = batch["voxel_coords_tea"][1:]
+    with pytest.raises(ValueError, match="same grid"):
+        method(batch)
