@@ -75,3 +75,57 @@ def random_batch(grid, batch_size=2, per_sample=(150, 90), seed=0):
     return {"voxels": torch.randn(v, 32, 4, generator=g), "voxel_num_points": torch.randint(1, 33, (v,), generator=g),
             "voxel_coords": coords, "batch_size": batch_size, "gt_boxes": gt[:batch_size],
             "frame_id": [f"{seed:03d}{b:03d}" for b in range(batch_size)]}
+
+
+# ----------------------------------------------------------------------------- segmentation KD
+SEG_GRID = (24, 18, 8)  # a small cylindrical grid over rho 0..50 m, phi -pi..pi, z -4..2 m
+SEG_VOLUME = ((0.0, -np.pi, -4.0), (50.0, np.pi, 2.0))
+
+
+class SegGeometry:
+    """What a segmentor reads of its dataset when it is built (SemanticKITTI-like: label 0 ignored)."""
+    IGNORE_LABEL = 0
+
+    def __init__(self, class_names, grid=SEG_GRID):
+        self.class_names = list(class_names)
+        self.point_feature_encoder = EasyDict(num_point_features=4)
+        self.data_processor = EasyDict(grid_size=np.array(grid), point_cloud_range=np.array([-50, -50, -4, 50, 50, 2.0]),
+                                       voxel_size=None, keys_with_suffix={})
+        self.training = True
+
+
+def seg_batch(seed, n=(900, 700), grid=SEG_GRID, num_labels=20):
+    """A collated segmentation batch of random front points (the cylindrical partition's keys, labels)."""
+    from pcdet.datasets.processor.cylindrical import cylindrical_partition
+
+    rng = np.random.default_rng(seed)
+    pts, ind, feats, labels = [], [], [], []
+    for b, m in enumerate(n):
+        rho, phi = rng.uniform(2, 45, m), rng.uniform(-0.8, 0.8, m)
+        p = np.stack([rho * np.cos(phi), rho * np.sin(phi), rng.uniform(-3, 1, m), rng.uniform(0, 1, m)], 1)
+        p = p.astype(np.float32)
+        g, f = cylindrical_partition(p, grid, *SEG_VOLUME)
+        pts.append(np.concatenate([np.full((m, 1), b, np.float32), p], axis=1))
+        ind.append(g), feats.append(f), labels.append(rng.integers(0, num_labels, m))
+    return {"points": torch.from_numpy(np.concatenate(pts)), "point_grid_ind": torch.from_numpy(np.concatenate(ind)),
+            "point_cyl_features": torch.from_numpy(np.concatenate(feats)),
+            "point_labels": torch.from_numpy(np.concatenate(labels)).long(), "batch_size": len(n)}
+
+
+def seg_kd_wrapper(tmp_path, kd_cfg_file, method=None, grid=SEG_GRID):
+    """The DistillationWrapper of a segmentation KD config on :class:`SegGeometry`, in training mode, with
+    a randomly initialised teacher saved as its checkpoint; ``method`` overrides keys of KD.METHODS[0]."""
+    from pcdet.models import build_network
+    from pcdet.train_utils.experiment import load_experiment_cfg
+
+    cfg = load_experiment_cfg(kd_cfg_file)
+    cfg.KD.METHODS[0].update(method or {})
+    ds = SegGeometry(cfg.CLASS_NAMES, grid)
+    torch.manual_seed(1)
+    teacher = build_network(cfg.KD.TEACHER.MODEL, len(cfg.CLASS_NAMES), ds)
+    torch.save({"model_state": teacher.state_dict()}, tmp_path / "t.pth")
+    cfg.KD.TEACHER.CKPT = str(tmp_path / "t.pth")
+    torch.manual_seed(0)
+    model = build_network(cfg.MODEL, len(cfg.CLASS_NAMES), ds, kd_cfg=cfg.KD)
+    model.train()
+    return model

@@ -7,19 +7,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from easydict import EasyDict
 
 from pcdet.config import ConfigError
-from pcdet.datasets.processor.cylindrical import cylindrical_partition
 from pcdet.kd.methods.common import supervoxel_weights
 from pcdet.kd.methods.pvd import affinity_mse, keep_at_most, output_kl, supervoxel_layout, supervoxel_of
-from pcdet.models import build_network
-from pcdet.train_utils.experiment import load_experiment_cfg
 from pcdet.utils.paths import REPO_ROOT
+from tests.helpers import seg_batch, seg_kd_wrapper
 
 KD_CFG = REPO_ROOT / "kd_cfgs" / "synthetic_seg" / "cylinder3d_0.5x_pvd.yaml"
-GRID = (24, 18, 8)
-LO, HI = (0.0, -math.pi, -4.0), (50.0, math.pi, 2.0)
 
 
 # ----------------------------------------------------------------------------- equations
@@ -90,45 +85,12 @@ def test_keep_at_most_drops_majority_rows_first_and_keeps_exactly_n():
 
 
 # ----------------------------------------------------------------------------- the method in the wrapper
-class _Geometry:
-    """What a segmentor reads of its dataset when it is built."""
-    IGNORE_LABEL = 0
-
-    def __init__(self, class_names):
-        self.class_names = list(class_names)
-        self.point_feature_encoder = EasyDict(num_point_features=4)
-        self.data_processor = EasyDict(grid_size=np.array(GRID), point_cloud_range=np.array([-50, -50, -4, 50, 50, 2.0]),
-                                       voxel_size=None, keys_with_suffix={})
-        self.training = True
-
-
-def _batch(seed, n=(900, 700)):
-    rng = np.random.default_rng(seed)
-    pts, ind, feats, labels = [], [], [], []
-    for b, m in enumerate(n):
-        xyz = np.concatenate([rng.uniform(2, 45, (m, 1)) * np.cos(rng.uniform(-0.8, 0.8, (m, 1))),
-                              rng.uniform(-20, 20, (m, 1)), rng.uniform(-3, 1, (m, 1))], axis=1)
-        p = np.concatenate([xyz, rng.uniform(0, 1, (m, 1))], axis=1).astype(np.float32)
-        g, f = cylindrical_partition(p, GRID, LO, HI)
-        pts.append(np.concatenate([np.full((m, 1), b, np.float32), p], axis=1))
-        ind.append(g), feats.append(f), labels.append(rng.integers(0, 20, m))
-    return {"points": torch.from_numpy(np.concatenate(pts)), "point_grid_ind": torch.from_numpy(np.concatenate(ind)),
-            "point_cyl_features": torch.from_numpy(np.concatenate(feats)),
-            "point_labels": torch.from_numpy(np.concatenate(labels)).long(), "batch_size": len(n)}
-
-
 def _wrapper(tmp_path, **method):
-    cfg = load_experiment_cfg(KD_CFG)
-    cfg.KD.METHODS[0].update({"SUPERVOXEL_SIZE": [6, 6, 4], "N_P": 64, "N_V": 32, **method})
-    ds = _Geometry(cfg.CLASS_NAMES)
-    torch.manual_seed(1)
-    teacher = build_network(cfg.KD.TEACHER.MODEL, len(cfg.CLASS_NAMES), ds)
-    torch.save({"model_state": teacher.state_dict()}, tmp_path / "t.pth")
-    cfg.KD.TEACHER.CKPT = str(tmp_path / "t.pth")
-    torch.manual_seed(0)
-    model = build_network(cfg.MODEL, len(cfg.CLASS_NAMES), ds, kd_cfg=cfg.KD)
-    model.train()
-    return model
+    return seg_kd_wrapper(tmp_path, KD_CFG, {"SUPERVOXEL_SIZE": [6, 6, 4], "N_P": 64, "N_V": 32, **method})
+
+
+def _batch(seed):
+    return seg_batch(seed)
 
 
 def test_wrapper_step_trains_the_student_and_leaves_the_teacher_bit_identical(tmp_path):
@@ -171,7 +133,7 @@ def test_a_zero_weight_term_is_not_computed_and_misuse_is_refused(tmp_path):
 
 
 def test_method_weights_follow_eq3_and_refuse_unaligned_voxels(tmp_path):
-    model = _wrapper(tmp_path)  # SUPERVOXEL_SIZE (6, 6, 4) on 24 x 18 x 8: 4 x 3 x 2 = 24 supervoxels
+    model = _wrapper(tmp_path)  # SUPERVOXEL_SIZE (6, 6, 4) on the 24 x 18 x 8 test grid: 4 x 3 x 2 = 24 supervoxels
     method = model.kd_methods[0]
     assert method.num_supervoxels == 24
     sv = torch.tensor([0, 0, 7, 23, 23, 23])  # i_r = sv // 6: 0, 1, 3

@@ -18,13 +18,16 @@ import torch.nn as nn
 
 # importing a method module registers its class (the proposed method, the plain feature-KD reference
 # and the twelve baselines the papers compare against: PointDistiller main Table 3, appendix Tables 1, 4;
-# PVD for segmentors)
+# PVD and the segmentation baselines of its Tables 1-3 for segmentors)
 from pcdet.kd.methods import (  # noqa: F401
     attention_transfer,
+    channel_wise,
     crd,
     feature_kd,
     fitnet,
     hinton_kd,
+    ifv,
+    knowledge_adaptation,
     multiframe,
     overhaul,
     paint_and_distill,
@@ -33,6 +36,7 @@ from pcdet.kd.methods import (  # noqa: F401
     pvd_det,
     sessd,
     similarity_preserving,
+    skd,
     sparsekd,
     zhang_ma,
 )

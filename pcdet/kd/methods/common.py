@@ -39,6 +39,16 @@ def sigmoid_kl(logit_s, logit_t, temperature=1.0):
     return pt * (F.logsigmoid(zt) - F.logsigmoid(zs)) + (1 - pt) * (F.logsigmoid(-zt) - F.logsigmoid(-zs))
 
 
+def softmax_kl(logit_s, logit_t, temperature=1.0):
+    """1/(M C) sum_m sum_c p_t (log p_t - log p_s) of (M, C) logits, p = softmax(z / T) over C: the mean
+    over every element of ``torch.nn.KLDivLoss()`` (its default reduction) with the teacher as target."""
+    if logit_s.shape[0] == 0:
+        return logit_s.sum() * 0.0
+    log_s = F.log_softmax(logit_s / temperature, dim=1)
+    log_t = F.log_softmax(logit_t / temperature, dim=1)
+    return (log_t.exp() * (log_t - log_s)).sum() / log_s.numel()
+
+
 def cosine_affinity(feat):
     """(..., N, C) -> (..., N, N) cosine similarities (rows of zeros give zero rows)."""
     f = F.normalize(feat, dim=-1, eps=1e-12)

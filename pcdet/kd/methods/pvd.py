@@ -47,22 +47,18 @@ which gives the ablation rows of Table 4):
 import math
 
 import torch
-import torch.nn.functional as F
 
 from pcdet.config import ConfigError
 from pcdet.kd.keys import tea
 from pcdet.kd.methods.base import KD_METHODS, KDMethod
-from pcdet.kd.methods.common import SUPERVOXEL_SAMPLINGS, cosine_affinity, student_map, supervoxel_weights
+from pcdet.kd.methods.common import SUPERVOXEL_SAMPLINGS, cosine_affinity, softmax_kl, student_map, supervoxel_weights
 from pcdet.kd.nodes import full_precision
 from pcdet.models.seg_heads.cylinder_seg_head import voxel_majority_labels
 
 
 def output_kl(logits_s, logits_t):
     """Eqs. (1)/(2): 1/(M C) sum_m sum_c p_T (log p_T - log p_S) of (M, C) logits, softmax over C."""
-    if logits_s.shape[0] == 0:
-        return logits_s.sum() * 0.0
-    log_s, log_t = F.log_softmax(logits_s, dim=1), F.log_softmax(logits_t, dim=1)
-    return (log_t.exp() * (log_t - log_s)).sum() / log_s.numel()
+    return softmax_kl(logits_s, logits_t)
 
 
 def supervoxel_layout(grid, size):
