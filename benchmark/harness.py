@@ -66,9 +66,10 @@ def row_metrics(table, row):
 class TablePlan:
     """The experiments of one table under one preset, and which rows they serve."""
 
-    def __init__(self, table, preset_name, preset, seeds, device, cache_root, jobs=1, cores=None):
+    def __init__(self, table, preset_name, preset, seeds, device, cache_root, jobs=1, cores=None, seeds_given=False):
         self.table, self.preset_name, self.preset = table, preset_name, preset
         self.seeds, self.device, self.cache_root = list(seeds), device, Path(cache_root)
+        self.seeds_given = bool(seeds_given)  # --seeds on the command line: every row trains those
         self.jobs, self.cores = max(1, int(jobs)), int(cores or os.cpu_count() or 1)
         self.runnable, self.status = registry.table_status(table, preset)
         self.data = None
@@ -76,6 +77,17 @@ class TablePlan:
         self.teachers = {}  # teacher config -> its Train experiment (seed 0, the preset's TEACHER_EPOCHS)
         self.row_exps = {}  # row name -> {"accuracy": [Train], "complexity": Complexity, "epoch": Train}
         self.table_exps = {}  # "latency" / "kd_overhead" -> experiment
+
+    def row_seeds(self, row):
+        """Seeds of a row's trainings: ``--seeds`` when given; else the preset's ``SEEDS_BY_KD`` entry for
+        the table's config family and the row's KD key (``none``: no KD); else the preset's ``SEEDS``."""
+        if not self.seeds_given:
+            family = self.preset["FAMILY"].get(self.table["DATASET"], self.table["DATASET"])
+            by_kd = (self.preset.get("SEEDS_BY_KD") or {}).get(family) or {}
+            key = row.get("KD") or "none"
+            if key in by_kd:
+                return list(range(int(by_kd[key])))
+        return self.seeds
 
     # data first: the frame the measurements use is the dataset's first val frame
     def build_data(self):
@@ -154,7 +166,7 @@ class TablePlan:
                         extra += ["--kd_diagnostics", str(p["KD_DIAGNOSTICS"])]
                     exps["accuracy"] = [Train(self.cache_root, cfg.stem, cfg, s, p["EPOCHS"], self.data, self.device,
                                               teacher=teacher if kd_cfg else None, extra_args=extra,
-                                              **self.training_threads(exclusive=False)) for s in self.seeds]
+                                              **self.training_threads(exclusive=False)) for s in self.row_seeds(r)]
             if "complexity" in t["MEASURES"]:
                 exps["complexity"] = Complexity(self.cache_root, model_cfg.stem, model_cfg, frame)
             if "training_cost" in t["MEASURES"]:
@@ -447,7 +459,8 @@ def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu",
     if jobs < 1:
         raise SystemExit("--jobs must be >= 1")
     out = Path(out) if out else REPO_ROOT / "output" / "benchmark" / preset_name
-    plan = TablePlan(tables[table_id], preset_name, preset, range(n), device, cache_root or DEFAULT_CACHE, jobs=jobs)
+    plan = TablePlan(tables[table_id], preset_name, preset, range(n), device, cache_root or DEFAULT_CACHE, jobs=jobs,
+                     seeds_given=seeds is not None)
     if not plan.runnable:
         waits = sorted({m for ms in plan.status.values() for m in ms})
         raise SystemExit(f"{table_id} is not runnable yet; it waits for: {', '.join(waits)}")

@@ -180,3 +180,27 @@ def test_plan_fixes_threads_in_each_training_spec(tmp_path, monkeypatch):
     one = {(e.label, e.seed): e for e in trainings("pd_t5", 1)}
     for e in t5:  # exclusive ones are the same experiment for any --jobs, the others are not
         assert (e.hash == one[(e.label, e.seed)].hash) == e.exclusive
+
+
+def test_seeds_by_kd_gives_the_paired_arms_more_seeds_unless_seeds_are_given(tmp_path, monkeypatch):
+    """mini's SEEDS_BY_KD: on pvd_t4 the no-KD and PVD rows train seeds 0..9, the ablation rows the
+    preset's 3; ``--seeds`` (seeds_given) puts every row on the seeds asked for."""
+    from benchmark import registry
+    from benchmark.experiments import SyntheticData, Train
+
+    monkeypatch.setattr(SyntheticData, "first_val_frame", lambda self: tmp_path / "000000.bin")
+    tables, preset = registry.load_tables(), registry.load_presets()["mini"]
+    assert preset["SEEDS_BY_KD"]["synthetic_seg"] == {"none": 10, "pvd": 10}
+
+    def seeds_per_row(given):
+        n = 2 if given else preset["SEEDS"]
+        plan = harness.TablePlan(tables["pvd_t4"], "mini", preset, range(n), "cpu", tmp_path, cores=2, seeds_given=given)
+        plan.build_data()
+        plan.build()
+        return {name: sorted(e.seed for e in exps["accuracy"] if isinstance(e, Train))
+                for name, exps in plan.row_exps.items()}
+
+    rows = seeds_per_row(False)
+    assert rows["w/o distillation"] == rows["L_out,p + L_out,v + L_aff,p + L_aff,v"] == list(range(10))
+    assert rows["L_out,p"] == rows["L_out,p + L_out,v"] == rows["L_out,p + L_out,v + L_aff,p"] == [0, 1, 2]
+    assert all(seeds == [0, 1] for seeds in seeds_per_row(True).values())
