@@ -82,9 +82,25 @@ def test_paper_preset_refuses_to_start_without_the_dataset(tmp_path, monkeypatch
         harness.run_table("pd_t5", "paper", 1, tmp_path / "out", "cpu", tmp_path / "cache")
 
 
+WAITING_TABLE = """
+ID: tiny_waiting
+TITLE: a row whose method does not exist
+PAPER_SOURCE: test
+TASK: detection
+DATASET: kitti
+MEASURES: [accuracy]
+NEEDS: [detector:PointPillar]
+ROWS:
+    - {NAME: unknown KD, MODEL: pointpillar_4x, KD: no_such_method, NEEDS: [kd:NoSuchMethod], PAPER: {bev_map: 1.0}}
+"""
+
+
 def test_unrunnable_table_says_what_it_waits_for(tmp_path):
-    with pytest.raises(SystemExit, match=r"pvd_t5 is not runnable yet; it waits for: .*kd:PVD"):
-        harness.run_table("pvd_t5", "mini", 1, tmp_path / "out", "cpu", tmp_path / "cache")
+    (tmp_path / "tiny_waiting.yaml").write_text(WAITING_TABLE)
+    tables = {"tiny_waiting": registry.load_table(tmp_path / "tiny_waiting.yaml")}
+    with pytest.raises(SystemExit, match=r"tiny_waiting is not runnable yet; it waits for: .*kd:NoSuchMethod"):
+        harness.run_table("tiny_waiting", "mini", 1, tmp_path / "out", "cpu", tmp_path / "cache", tables=tables)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
 PAIRED_TABLE = """
@@ -141,13 +157,18 @@ def test_paired_design_scores_last_epochs_gates_the_teacher_and_keeps_per_seed_v
     assert diag and any(k.endswith("/cka") for k in diag[0]) and any(k.endswith("/grad_ratio") for k in diag[0])
 
 
-def test_segmentation_table_runs_teacher_and_student_and_keeps_paper_references(tmp_path):
-    """pvd_t1 under smoke: the Cylinder3D teacher and 0.5x student train on embedded SemanticKITTI and
-    fill their mIoU / per-class IoU / latency cells; the other architectures stay paper references."""
+def test_segmentation_table_runs_teacher_student_and_pvd_and_keeps_paper_references(tmp_path):
+    """pvd_t1 under smoke, cut to four rows (the suite's time): the Cylinder3D teacher, the 0.5x student
+    and the student distilled with PVD train on embedded SemanticKITTI and fill their mIoU / per-class
+    IoU / latency cells; another architecture stays a paper reference."""
     import csv
 
-    path, lines, plan = harness.run_table("pvd_t1", "smoke", 1, tmp_path / "out", "cpu", tmp_path / "cache")
-    assert plan.runnable == ["Cylinder3D [37] *", "C3D_0.5x"]
+    table = registry.load_tables()["pvd_t1"]
+    keep = ("Cylinder3D [37] *", "C3D_0.5x", "C3D_0.5x + PVD", "KPConv [26]")
+    table = dict(table, ROWS=[r for r in table["ROWS"] if r["NAME"] in keep])
+    path, lines, plan = harness.run_table("pvd_t1", "smoke", 1, tmp_path / "out", "cpu", tmp_path / "cache",
+                                          tables={"pvd_t1": table})
+    assert plan.runnable == ["Cylinder3D [37] *", "C3D_0.5x", "C3D_0.5x + PVD"]
     with open(path) as f:
         cells = {(r["row"], r["metric"]): r for r in csv.DictReader(f)}
     for row in plan.runnable:
@@ -158,4 +179,6 @@ def test_segmentation_table_runs_teacher_and_student_and_keeps_paper_references(
         assert cells[(row, "miou")]["dataset"].startswith("EMBEDDED SYNTHETIC")
     ref = cells[("KPConv [26]", "miou")]
     assert ref["paper"] == "58.8" and ref["measured"] == "" and ref["source"].startswith("paper reference:")
-    assert cells[("C3D_0.5x + PVD", "miou")]["measured"] == ""  # waits for kd:PVD
+    kd_run = plan.row_exps["C3D_0.5x + PVD"]["accuracy"][0].run_dir
+    log = next(kd_run.glob("train_*.log")).read_text()
+    assert "kd_cfgs/synthetic_seg/cylinder3d_0.5x_pvd.yaml" in log  # trained by the KD config, not the bare student

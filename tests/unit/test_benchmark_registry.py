@@ -12,7 +12,7 @@ from pcdet.train_utils.experiment import load_experiment_cfg
 from pcdet.train_utils.optimization import build_optimizer, build_scheduler
 
 RUNNABLE_NOW = {"pd_t1", "pd_t2", "pd_t3", "pd_t5", "pd_app_t2", "pd_app_t3", "pd_app_t4", "pd_app_d2", "pd_paired",
-                "pvd_t1", "pvd_t4",
+                "pvd_t1", "pvd_t4", "pvd_t5", "pvd_f6",
                 "pd_paired_baselines"}
 
 
@@ -33,7 +33,7 @@ def test_list_names_all_sixteen_tables_and_what_the_others_wait_for(capsys):
     assert set(lines) == set(registry.TABLE_IDS) and len(registry.TABLE_IDS) == 18  # 16 of the papers + 2 paired
     for tid, line in lines.items():
         assert line.split()[1] == ("yes" if tid in RUNNABLE_NOW else "no"), line
-    assert "detector:SECOND" in out and "kd:IFV" in out and "segmentation:MinkUNet" in out
+    assert "detector:SECOND" in out and "segmentation:SPVCNN" in out and "segmentation:MinkUNet" in out
     assert "segmentation:Cylinder3D" not in out
 
 
