@@ -49,7 +49,8 @@ def test_every_package_registry_is_one_registry_class():
     for name in ("detector", "segmentor", "vfe", "backbone_2d", "map_to_bev", "dense_head", "roi_head", "seg_head",
                  "dataset", "augmentation", "processor", "evaluator", "dataset_writer", "KD method", "hook"):
         assert isinstance(regs[name], Registry), name
-    assert "PointPillar" in regs["detector"] and "PVDDet" in regs["KD method"] and "PVD" not in regs["KD method"]
+    assert "PointPillar" in regs["detector"] and "PVDDet" in regs["KD method"] and "PVD" in regs["KD method"]
+    assert "Cylinder3D" in regs["segmentor"]
     assert {"kitti"} <= set(regs["evaluator"]) and "KittiDataset" in regs["dataset"]
 
 

@@ -125,3 +125,14 @@ def test_knowledge_adaptation_trains_the_autoencoder_first_then_freezes_it(tmp_p
     assert tb["stage"] == 2 and not method.encoder[0].weight.requires_grad and method.encoder[0].weight.grad is None
     assert method.adapter[0].weight.grad.abs().sum() > 0
     assert int(method.state_dict()["steps_done"]) == 2  # a resumed run knows which stage it is in
+
+
+@pytest.mark.parametrize("name", ["PVD", "HintonKD", "ChannelWise", "IFV", "SKD", "KnowledgeAdaptation"])
+def test_segmentation_methods_document_source_loss_and_placement(name):
+    import sys
+
+    from pcdet.kd.methods import KD_METHODS
+
+    text = sys.modules[KD_METHODS.get(name, "test").__module__].__doc__
+    for part in ("Source:", "Loss implemented", "Applied to"):
+        assert part in text, (name, part)

@@ -1,14 +1,14 @@
 """HintonKD: logit distillation with a temperature (a detector's class map, a segmentor's point logits).
 
 Source: Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network" (2015).
-Detectors (``FORM: sigmoid``, their default):
+Loss implemented, detectors (``FORM: sigmoid``, their default):
 L = WEIGHT * T^2 * mean_{b, anchor, class} KL(p_t || p_s), p = sigmoid(z / T),
 with the per-class *binary* KL because the anchor head's classifier is a sigmoid (focal) one:
 KL = p_t log(p_t / p_s) + (1 - p_t) log((1 - p_t) / (1 - p_s)).
 Applied to: ``cls_preds`` (B, ny, nx, A*C) of the student against ``cls_preds_tea`` (same shape:
 same anchors, same classes). Left open by the paper and chosen here: the mean over every anchor
 and class (not only positives); T = 4 as published (``TEMPERATURE``).
-Segmentors (``FORM: softmax``, their default): the "KD" baseline of PVD (Hou et al., CVPR 2022,
+Loss implemented, segmentors (``FORM: softmax``, their default): the "KD" baseline of PVD (Hou et al., CVPR 2022,
 Tables 1-3, "pointwise output"): L = WEIGHT * T^2 * 1/(N C) sum_n sum_c KL, p = softmax(z / T) over
 the C logits of ``FEATURE`` (default ``point_logits``, every point of the batch), the reference
 code's form (YukangWang/IFVD ``CriterionKD``: ``KLDivLoss`` with its default mean over all N x C

@@ -7,7 +7,8 @@ code was found; the loss facts (auto-encoder trained first on teacher features w
 1e-7 L1 on the code, then frozen; student adapter conv3x3 + BN + ReLU; adaptation weight 50,
 affinity weight 1) are from the paper. The exact forms of the two losses are not verified against
 code; the ones below are stated and configurable.
-Loss implemented, on ``FEATURE`` (default ``unet_features``, (V, C) rows of ``voxel_coords``):
+Applied to: ``FEATURE`` (default ``unet_features``, (V, C) rows of ``voxel_coords``), teacher and
+student on the same voxels. Loss implemented:
   * stage 1 (the first ``AE_STEPS`` training steps): the auto-encoder E = Linear(C_t, D) + ReLU,
     D = Linear(D, C_t) learns ||phi_t - D(E(phi_t))||^2 (mean over voxels and channels)
     + 1e-7 ||E(phi_t)||_1 (mean over voxels, ``AE_L1``) on the teacher's features only; the

@@ -3,8 +3,8 @@
 Source: Hou et al., "Point-to-Voxel Knowledge Distillation for LiDAR Semantic Segmentation", CVPR 2022,
 section 3 (eqs. 1-7), Tables 4-5 and Fig. 6. The authors' release (cardwing/Codes-for-PVKD) holds no
 distillation code, so everything below is transcribed from the paper; what it leaves open is marked
-"choice". For a segmentor whose teacher and student share the voxelisation (the same cylindrical
-grid: voxel rows align one to one, which ``forward`` checks).
+"choice". Applied to: a segmentor whose teacher and student share the voxelisation (the same
+cylindrical grid: voxel rows align one to one, which ``forward`` checks), on the keys named below.
 
 Loss implemented (``L = WEIGHT * (ALPHA_POINT L_out^p + ALPHA_VOXEL L_out^v + BETA_POINT L_aff^p +
 BETA_VOXEL L_aff^v)``, the KD part of eq. 7, published alpha1 0.1, alpha2 0.15, beta1 0.15, beta2 0.25;

@@ -5,7 +5,8 @@ segmentation baselines of PVD (Hou et al., CVPR 2022, Tables 1-3: "SKD takes the
 maps and pairwise similarity maps as mimicking targets", the holistic GAN term removed). Reference
 code: irfanICMLL/structure_knowledge_distillation (``CriterionPixelWise``, ``CriterionPairWiseforWholeFeatAfterPool``
 with ``sim_dis_compute``; ``lambda-pi`` 10, ``lambda-pa`` 1, ``pool-scale`` 0.5).
-Loss implemented: L = WEIGHT * (PIXEL_WEIGHT * L_pi + PAIR_WEIGHT * L_pa) with
+Applied to: a segmentor's point logits and voxel features (keys below), teacher and student on the
+same voxels. Loss implemented: L = WEIGHT * (PIXEL_WEIGHT * L_pi + PAIR_WEIGHT * L_pa) with
   * L_pi = sum_n sum_c -p_t(n, c) log p_s(n, c) / (N / B): the reference sums over the batch and divides
     by the pixels of one image; here the points of the batch over the mean points per scan. On
     ``OUTPUT`` (default ``point_logits``), softmax over the classes;
