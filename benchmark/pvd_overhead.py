@@ -27,6 +27,7 @@ import torch
 from easydict import EasyDict
 
 from benchmark.csv_io import write_rows
+from benchmark.kd_overhead import _stats
 from pcdet.kd.methods import build_kd_methods
 from pcdet.kd.wrapper import DistillationWrapper
 from pcdet.models import build_network, load_data_to_device
@@ -69,11 +70,6 @@ def build_variants(cfg, dataset, seed=0):
         return DistillationWrapper(student, teacher, build_kd_methods([method_cfg], student, teacher))
 
     return [_Variant("no_kd", student), _Variant("pvd_output", wrap(output_only)), _Variant("pvd", wrap(pvd))], pvd
-
-
-def _stats(values):
-    q1, med, q3 = np.percentile(np.asarray(values, dtype=np.float64), [25, 50, 75])
-    return med, q3 - q1
 
 
 def measure(data_path, cfg_file=DEFAULT_CFG, batch_size=2, steps=5, warmup=1, seed=0):

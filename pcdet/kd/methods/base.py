@@ -31,6 +31,13 @@ class KDMethod(nn.Module):
         return feature, str(cfg.get("TEACHER_FEATURE", None) or feature)
 
     @staticmethod
+    def require_segmentor(student, where, what):
+        """ConfigError unless ``student`` is a segmentor (``what``: what the method distils there)."""
+        if getattr(student, "family", None) != "segmentor":
+            raise ConfigError(f"{where}: {what}; the student is a "
+                              f"{getattr(student, 'family', None) or type(student).__name__}")
+
+    @staticmethod
     def zero_loss(*tensors):
         """A zero that keeps the autograd graph of ``tensors`` (for batches with nothing to distil)."""
         total = None

@@ -14,7 +14,6 @@ non-empty voxels (an image's are all its pixels); the optional feature-map term 
 """
 import torch.nn.functional as F
 
-from pcdet.config import ConfigError
 from pcdet.kd.keys import tea
 from pcdet.kd.methods.base import KD_METHODS, KDMethod
 from pcdet.kd.methods.common import student_map
@@ -42,8 +41,7 @@ class ChannelWise(KDMethod):
 
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
-        if getattr(student, "family", None) != "segmentor":
-            raise ConfigError(f"{where}: ChannelWise distils a segmentor's voxel logits")
+        self.require_segmentor(student, where, "ChannelWise distils a segmentor's voxel logits")
         self.feature = str(cfg.get("FEATURE", "voxel_logits"))
         self.temperature = float(cfg.get("TEMPERATURE", 4.0))
 

@@ -15,7 +15,6 @@ reference resizes the labels to the feature map; here voxels carry their own lab
 import torch
 import torch.nn.functional as F
 
-from pcdet.config import ConfigError
 from pcdet.kd.keys import tea
 from pcdet.kd.methods.base import KD_METHODS, KDMethod
 from pcdet.kd.methods.common import student_map
@@ -44,8 +43,7 @@ class IFV(KDMethod):
 
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
-        if getattr(student, "family", None) != "segmentor":
-            raise ConfigError(f"{where}: IFV distils a segmentor's voxel features")
+        self.require_segmentor(student, where, "IFV distils a segmentor's voxel features")
         self.feature = str(cfg.get("FEATURE", "unet_features"))
         self.num_logits = int(student.num_logits)
         self.ignore_label = student.ignore_label

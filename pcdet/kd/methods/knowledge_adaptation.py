@@ -43,8 +43,7 @@ class KnowledgeAdaptation(KDMethod):
 
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
-        if getattr(student, "family", None) != "segmentor":
-            raise ConfigError(f"{where}: KnowledgeAdaptation distils a segmentor's voxel features")
+        self.require_segmentor(student, where, "KnowledgeAdaptation distils a segmentor's voxel features")
         self.feature = str(cfg.get("FEATURE", "unet_features"))
         c_s, c_t = feature_channels(student, self.feature), feature_channels(teacher, self.feature)
         code = int(cfg.get("CODE_CHANNELS", None) or c_s)

@@ -107,9 +107,7 @@ class PVD(KDMethod):
 
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
-        if getattr(student, "family", None) != "segmentor":
-            raise ConfigError(f"{where}: PVD distils segmentors (PVDDet is the detector adaptation); "
-                              f"the student is a {getattr(student, 'family', type(student).__name__)}")
+        self.require_segmentor(student, where, "PVD distils segmentors (PVDDet is the detector adaptation)")
         self.alpha_p = float(cfg.get("ALPHA_POINT", 0.1))
         self.alpha_v = float(cfg.get("ALPHA_VOXEL", 0.15))
         self.beta_p = float(cfg.get("BETA_POINT", 0.15))

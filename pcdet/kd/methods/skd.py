@@ -70,8 +70,7 @@ class SKD(KDMethod):
 
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
-        if getattr(student, "family", None) != "segmentor":
-            raise ConfigError(f"{where}: SKD distils a segmentor")
+        self.require_segmentor(student, where, "SKD distils a segmentor")
         self.output = str(cfg.get("OUTPUT", "point_logits"))
         self.feature = str(cfg.get("FEATURE", "unet_features"))
         self.pixel_weight = float(cfg.get("PIXEL_WEIGHT", 10.0))
