@@ -150,3 +150,50 @@ def test_method_weights_follow_eq3_and_refuse_unaligned_voxels(tmp_path):
     batch["voxel_coords_tea"] = batch["voxel_coords_tea"][1:]
     with pytest.raises(ValueError, match="same grid"):
         method(batch)
+
+
+def test_affinity_losses_on_a_hand_built_batch_equal_a_loop_over_its_supervoxels(tmp_path):
+    """K >= the non-empty supervoxels of every scan and N above any supervoxel's size: every supervoxel
+    is drawn and nothing is dropped, so the sampled loss is deterministic; scan 2 is empty."""
+    model = _wrapper(tmp_path, K=4, N_P=50, N_V=40)  # SUPERVOXEL_SIZE (6, 6, 4): splits 4 x 3 x 2
+    method = model.kd_methods[0]
+    assert method.minority_lut[2] and not method.minority_lut[0] and not method.minority_lut[1]  # bicycle; -, car
+    coords = torch.tensor([[0, 0, 0, 0], [0, 1, 1, 1], [0, 7, 0, 0], [0, 20, 17, 7], [1, 5, 5, 5], [1, 2, 3, 6]],
+                          dtype=torch.int32)
+    supervoxel = {(0, 0): [0, 1], (0, 6): [2], (0, 23): [3], (1, 1): [4, 5]}  # (scan, id): voxel rows, by hand
+    gen = torch.Generator().manual_seed(5)
+    p2v = torch.tensor([0, 0, 1, 2, 2, 2, 3, 4, 5, 5])
+    batch = {"voxel_coords": coords, "point_to_voxel": p2v, "batch_size": 3,
+             "points": torch.cat([coords[p2v, :1].float(), torch.randn(10, 4, generator=gen)], 1),
+             "point_labels": torch.randint(0, 20, (10,), generator=gen)}
+    for key, c_s, c_t, n in (("decoder_features", 8, 16, 6), ("point_features", 5, 7, 10)):
+        batch[key], batch[key + "_tea"] = torch.randn(n, c_s, generator=gen), torch.randn(n, c_t, generator=gen)
+
+    def cos(f):
+        f = f.numpy().astype(np.float64)
+        f = f / np.linalg.norm(f, axis=1, keepdims=True)
+        return f @ f.T
+
+    want_v = want_p = 0.0
+    for voxels in supervoxel.values():
+        vs, vt = batch["decoder_features"][voxels], batch["decoder_features_tea"][voxels]
+        want_v += ((cos(vs) - cos(vt)) ** 2).sum() / 40 ** 2
+        pts = [i for i in range(10) if int(p2v[i]) in voxels]
+        ps, pt = batch["point_features"][pts], batch["point_features_tea"][pts]
+        want_p += ((cos(ps) - cos(pt)) ** 2).sum() / 50 ** 2
+    l_p, l_v, drawn = method.affinity_losses(batch, coords)
+    assert drawn == 4
+    assert abs(float(l_v) - want_v / 4) < 1e-6 and abs(float(l_p) - want_p / 4) < 1e-6
+
+
+def test_dense_voxel_normalisation_is_the_papers_constant(tmp_path):
+    batch = _batch(4)
+    out = {}
+    for norm in ("nonempty", "dense"):
+        model = _wrapper(tmp_path, VOXEL_NORMALISATION=norm, ALPHA_POINT=0.0, BETA_POINT=0.0, BETA_VOXEL=0.0)
+        view = dict(batch)
+        model.run_teacher(view)
+        model.student(view)
+        out[norm] = model.kd_methods[0](view)[1]["out_v"]
+        m = int(view["voxel_coords"].shape[0])
+    assert out["dense"] == pytest.approx(out["nonempty"] * m / (2 * 24 * 18 * 8), rel=1e-6)

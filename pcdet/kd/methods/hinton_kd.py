@@ -10,7 +10,9 @@ same anchors, same classes). Left open by the paper and chosen here: the mean ov
 and class (not only positives); T = 4 as published (``TEMPERATURE``).
 Loss implemented, segmentors (``FORM: softmax``, their default): the "KD" baseline of PVD (Hou et al., CVPR 2022,
 Tables 1-3, "pointwise output"): L = WEIGHT * T^2 * 1/(N C) sum_n sum_c KL, p = softmax(z / T) over
-the C logits of ``FEATURE`` (default ``point_logits``, every point of the batch), the reference
+the C logits of ``FEATURE`` (default ``point_refine_logits``, the pointwise output O^p that PVD's
+eq. 1 distils, every point of the batch; with Cylinder3D's ``PREDICT_FROM: voxel``, ``point_logits``
+would be each point's voxel logits), the reference
 code's form (YukangWang/IFVD ``CriterionKD``: ``KLDivLoss`` with its default mean over all N x C
 elements, T = 1, weight 10, the defaults of the segmentation configs).
 """
@@ -33,7 +35,7 @@ class HintonKD(KDMethod):
         self.form = str(cfg.get("FORM", "softmax" if segmentor else "sigmoid"))
         if self.form not in self.FORMS:
             raise ConfigError(f"{where}: FORM {self.form!r}: expected one of {self.FORMS}")
-        self.feature = str(cfg.get("FEATURE", "point_logits" if segmentor else "cls_preds"))
+        self.feature = str(cfg.get("FEATURE", "point_refine_logits" if segmentor else "cls_preds"))
         self.temperature = float(cfg.get("TEMPERATURE", 1.0 if segmentor else 4.0))
 
     def forward(self, batch_dict):

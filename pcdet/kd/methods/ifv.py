@@ -7,10 +7,11 @@ Loss implemented: per sample and class c, the prototype m_c = mean of the featur
 labelled c; the IFV map of voxel i is cos(f_i, m_{y_i}); L = WEIGHT * mean_i (IFV_s(i) - IFV_t(i))^2
 over every voxel of the batch. As in the reference, a voxel with the ignored label keeps its own
 feature as "prototype" (IFV 1 on both sides, difference 0) and still counts in the mean.
-Applied to: ``FEATURE`` (default ``unet_features``, (V, C) rows of ``voxel_coords``), teacher and
+Applied to: ``FEATURE`` (default ``decoder_features``, (V, C) rows of ``voxel_coords``), teacher and
 student widths may differ (the map is channel-free); labels: each voxel's majority label of its
 points (``point_labels`` via ``point_to_voxel``, the student head's own voxel labels). Choice: the
-reference resizes the labels to the feature map; here voxels carry their own labels.
+reference resizes the labels to the feature map; here voxels carry their own labels. The IFV
+experiments (``kd_cfgs/methods/ifv.yaml``) add the recipe's pointwise KD term (``HintonKD``, weight 10).
 """
 import torch
 import torch.nn.functional as F
@@ -44,7 +45,7 @@ class IFV(KDMethod):
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
         self.require_segmentor(student, where, "IFV distils a segmentor's voxel features")
-        self.feature = str(cfg.get("FEATURE", "unet_features"))
+        self.feature = str(cfg.get("FEATURE", "decoder_features"))
         self.num_logits = int(student.num_logits)
         self.ignore_label = student.ignore_label
 

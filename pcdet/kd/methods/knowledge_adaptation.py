@@ -7,7 +7,7 @@ code was found; the loss facts (auto-encoder trained first on teacher features w
 1e-7 L1 on the code, then frozen; student adapter conv3x3 + BN + ReLU; adaptation weight 50,
 affinity weight 1) are from the paper. The exact forms of the two losses are not verified against
 code; the ones below are stated and configurable.
-Applied to: ``FEATURE`` (default ``unet_features``, (V, C) rows of ``voxel_coords``), teacher and
+Applied to: ``FEATURE`` (default ``decoder_features``, the encoder-decoder output, (V, C) rows of ``voxel_coords``), teacher and
 student on the same voxels. Loss implemented:
   * stage 1 (the first ``AE_STEPS`` training steps): the auto-encoder E = Linear(C_t, D) + ReLU,
     D = Linear(D, C_t) learns ||phi_t - D(E(phi_t))||^2 (mean over voxels and channels)
@@ -44,7 +44,7 @@ class KnowledgeAdaptation(KDMethod):
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
         self.require_segmentor(student, where, "KnowledgeAdaptation distils a segmentor's voxel features")
-        self.feature = str(cfg.get("FEATURE", "unet_features"))
+        self.feature = str(cfg.get("FEATURE", "decoder_features"))
         c_s, c_t = feature_channels(student, self.feature), feature_channels(teacher, self.feature)
         code = int(cfg.get("CODE_CHANNELS", None) or c_s)
         self.ae_steps = int(cfg.get("AE_STEPS", 200))

@@ -16,10 +16,11 @@ which gives the ablation rows of Table 4):
   the point refinement's output, the O^p of the paper), all N points of the batch. Choice: the teacher
   is the target distribution (the paper writes KL(O_S || O_T), the usual KD direction is the
   teacher's as target); no temperature (the paper names none).
-* voxelwise output (eq. 2): the same on ``VOXEL_OUTPUT`` (default ``voxel_logits``) averaged over the M
-  non-empty voxels: 1/(M C) sum. Eq. 2 divides by R A H C, the dense grid, where empty voxels have
-  zero logits in both networks and add KL 0; averaging over the non-empty ones only rescales the
-  term by (R A H) / M (a sparse network has no dense output).
+* voxelwise output (eq. 2): the same on ``VOXEL_OUTPUT`` (default ``voxel_logits``). Eq. 2 divides by
+  R A H C, the dense grid, where empty voxels have zero logits in both networks and add KL 0.
+  ``VOXEL_NORMALISATION: nonempty`` (default) averages over the M non-empty voxels of the batch,
+  1/(M C) sum, which is the paper's term times (B R A H) / M (about 30 to 200 times on these grids,
+  for the same ALPHA_VOXEL); ``dense`` divides the same sum by B R A H C, the paper's constant.
 * supervoxel partition (section 3.3): the grid (R, A, H) cut into blocks of ``SUPERVOXEL_SIZE`` =
   (R_s, A_s, H_s) cells (paper (120, 60, 8) on 480 x 360 x 32), N_s = ceil(R/R_s) ceil(A/A_s)
   ceil(H/H_s) supervoxels; voxel (r, a, h) belongs to (r // R_s, a // A_s, h // H_s).
@@ -40,7 +41,8 @@ which gives the ablation rows of Table 4):
   loss is computed on the m x m block of the rows present, divided by N^2 (the same number).
 * affinities (eqs. 4-6): C(i, j) = cosine similarity of the rows' features, point features
   ``POINT_FEATURE`` (default ``point_features``, the point feature extraction output) and voxel
-  features ``VOXEL_FEATURE`` (default ``unet_features``, the encoder-decoder output);
+  features ``VOXEL_FEATURE`` (default ``decoder_features``, the encoder-decoder output: the last up
+  block, before DDCM, which Fig. 2 lists as a module of its own);
   L_aff = 1/(K N^2) sum_r sum_ij (C_S(i, j, r) - C_T(i, j, r))^2, averaged over every supervoxel drawn
   in the batch. Channel-free: teacher and student widths may differ, no adapter.
 """
@@ -102,7 +104,7 @@ class PVD(KDMethod):
 
     ALLOWED_KEYS = {"NAME", "WEIGHT", "ALPHA_POINT", "ALPHA_VOXEL", "BETA_POINT", "BETA_VOXEL", "SUPERVOXEL_SIZE",
                     "K", "N_P", "N_V", "SAMPLING", "MINORITY_CLASSES", "POINT_OUTPUT", "VOXEL_OUTPUT",
-                    "POINT_FEATURE", "VOXEL_FEATURE"}
+                    "POINT_FEATURE", "VOXEL_FEATURE", "VOXEL_NORMALISATION"}
     REQUIRED_KEYS = ("MINORITY_CLASSES",)
 
     def __init__(self, cfg, student, teacher, where):
@@ -125,7 +127,10 @@ class PVD(KDMethod):
         self.point_output = str(cfg.get("POINT_OUTPUT", "point_refine_logits"))
         self.voxel_output = str(cfg.get("VOXEL_OUTPUT", "voxel_logits"))
         self.point_feature = str(cfg.get("POINT_FEATURE", "point_features"))
-        self.voxel_feature = str(cfg.get("VOXEL_FEATURE", "unet_features"))
+        self.voxel_feature = str(cfg.get("VOXEL_FEATURE", "decoder_features"))
+        self.voxel_normalisation = str(cfg.get("VOXEL_NORMALISATION", "nonempty"))
+        if self.voxel_normalisation not in ("nonempty", "dense"):
+            raise ConfigError(f"{where}: VOXEL_NORMALISATION {self.voxel_normalisation!r}: expected nonempty or dense")
         self.feature = self.voxel_feature  # where the diagnostics measure the KD / task gradient ratio
 
         self.grid = [int(g) for g in student.dataset.data_processor.grid_size]
@@ -141,6 +146,9 @@ class PVD(KDMethod):
         unknown = [c for c in minority if c not in names]
         if unknown:
             raise ConfigError(f"{where}: MINORITY_CLASSES {unknown} are not among the classes {names}")
+        if student.ignore_label not in (None, 0):
+            raise ConfigError(f"{where}: PVD maps class names to labels with the ignored label 0 or none, "
+                              f"not {student.ignore_label}")
         offset = 1 if student.ignore_label == 0 else 0  # labels 1..C when 0 is the ignored "unlabeled"
         self.num_logits = int(student.num_logits)
         lut = torch.zeros(self.num_logits, dtype=torch.bool)
@@ -217,6 +225,8 @@ class PVD(KDMethod):
             tb["out_p"] = float(l_out_p.detach())
         if self.alpha_v:
             l_out_v = output_kl(*self._pair(batch_dict, self.voxel_output))
+            if self.voxel_normalisation == "dense":  # sum / (B R A H C) instead of / (M C)
+                l_out_v = l_out_v * coords.shape[0] / (int(batch_dict["batch_size"]) * math.prod(self.grid))
             terms.append(self.alpha_v * l_out_v)
             tb["out_v"] = float(l_out_v.detach())
         if self.beta_p or self.beta_v:

@@ -9,11 +9,15 @@ Applied to: a segmentor's point logits and voxel features (keys below), teacher 
 same voxels. Loss implemented: L = WEIGHT * (PIXEL_WEIGHT * L_pi + PAIR_WEIGHT * L_pa) with
   * L_pi = sum_n sum_c -p_t(n, c) log p_s(n, c) / (N / B): the reference sums over the batch and divides
     by the pixels of one image; here the points of the batch over the mean points per scan. On
-    ``OUTPUT`` (default ``point_logits``), softmax over the classes;
-  * L_pa: ``FEATURE`` (default ``unet_features``) max-pooled into the cells of a coarse grid whose cell
-    is ceil(POOL_SCALE x grid) voxels per axis (0.5: a 2 x 2 x 2 grid, the reference's kernel of half
-    the map); nodes = the sample's non-empty coarse cells; S = cosine similarity matrix of the node
-    features; L_pa = mean over samples of sum_ij (S_t - S_s)^2 / n_b^2 (``sim_dis_compute``: / (W H)^2 / N).
+    ``OUTPUT`` (default ``point_refine_logits``, the pointwise output PVD's eq. 1 distils too; with
+    Cylinder3D's ``PREDICT_FROM: voxel`` ``point_logits`` would be each point's voxel logits), softmax
+    over the classes;
+  * L_pa: ``FEATURE`` (default ``decoder_features``, the encoder-decoder output) max-pooled into the
+    cells of a coarse grid whose cell is ceil(POOL_SCALE x grid) voxels per axis (0.5: a 2 x 2 x 2
+    grid, the reference's kernel of half the map); nodes = the sample's non-empty coarse cells;
+    S = cosine similarity matrix of the node features, with the norms detached as the reference's
+    ``similarity`` does (same values, the gradient flows through the numerator only);
+    L_pa = mean over samples of sum_ij (S_t - S_s)^2 / n_b^2 (``sim_dis_compute``: / (W H)^2 / N).
 Choices: a sparse map's pooling runs over its non-empty voxels (a dense map's over all pixels, zeros
 included); the pair-wise term is channel-free, so teacher and student widths may differ.
 """
@@ -25,7 +29,7 @@ import torch.nn.functional as F
 from pcdet.config import ConfigError
 from pcdet.kd.keys import tea
 from pcdet.kd.methods.base import KD_METHODS, KDMethod
-from pcdet.kd.methods.common import cosine_affinity, student_map
+from pcdet.kd.methods.common import student_map
 from pcdet.kd.nodes import full_precision
 
 
@@ -48,6 +52,12 @@ def pooled_nodes(feat, coords, cell):
     return out, uniq[:, 0]
 
 
+def similarity(feat):
+    """(n, n) cosine similarities of the rows with the norms detached (the reference's ``similarity``)."""
+    f = feat / (feat.norm(dim=1, keepdim=True).detach() + 1e-8)
+    return f @ f.t()
+
+
 def pair_wise(feat_s, feat_t, coords, cell, batch_size):
     ns, node_b = pooled_nodes(feat_s, coords, cell)
     nt, _ = pooled_nodes(feat_t, coords, cell)
@@ -57,7 +67,7 @@ def pair_wise(feat_s, feat_t, coords, cell, batch_size):
         n = int(sel.sum())
         if n == 0:
             continue
-        total = total + (cosine_affinity(nt[sel]) - cosine_affinity(ns[sel])).pow(2).sum() / (n * n)
+        total = total + (similarity(nt[sel]) - similarity(ns[sel])).pow(2).sum() / (n * n)
         counted += 1
     return total / max(counted, 1)
 
@@ -71,8 +81,8 @@ class SKD(KDMethod):
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
         self.require_segmentor(student, where, "SKD distils a segmentor")
-        self.output = str(cfg.get("OUTPUT", "point_logits"))
-        self.feature = str(cfg.get("FEATURE", "unet_features"))
+        self.output = str(cfg.get("OUTPUT", "point_refine_logits"))
+        self.feature = str(cfg.get("FEATURE", "decoder_features"))
         self.pixel_weight = float(cfg.get("PIXEL_WEIGHT", 10.0))
         self.pair_weight = float(cfg.get("PAIR_WEIGHT", 1.0))
         scale = float(cfg.get("POOL_SCALE", 0.5))

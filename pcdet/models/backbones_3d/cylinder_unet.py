@@ -28,8 +28,9 @@ inverse convolution of an up block reuses its pool's key, which restores the fin
 
 Reads ``voxel_features`` (V, C_in) and ``voxel_coords`` (V, 4) ``[batch, rho, phi, z]`` (the cylinder
 VFE). Writes ``unet_features`` (V, 4s): the concat features, one row per voxel in the order of
-``voxel_coords`` (the voxel features that segmentation distillation reads) and
-``unet_sparse_tensor`` (the same as an spconv tensor, for the logits layer).
+``voxel_coords``, ``decoder_features`` (V, 2s): the last up block's output, i.e. the encoder-decoder's
+output before DDCM (the voxel features that segmentation distillation reads), and
+``unet_sparse_tensor`` (the concat as an spconv tensor, for the logits layer).
 """
 import numpy as np
 import torch
@@ -163,6 +164,7 @@ class Asymm3DUNet(nn.Module):
 
     def feature_specs(self, info):
         return {"unet_features": FeatureSpec(self.num_point_features, "sparse_rows", coord_key="voxel_coords"),
+                "decoder_features": FeatureSpec(2 * self.init_size, "sparse_rows", coord_key="voxel_coords"),
                 "unet_sparse_tensor": FeatureSpec(self.num_point_features, "sparse_tensor",
                                                   coord_key="voxel_coords", stride=1)}
 
@@ -183,4 +185,5 @@ class Asymm3DUNet(nn.Module):
         out = replace_feature(u0, torch.cat([u0.features, u1.features], dim=1))
         batch_dict["unet_sparse_tensor"] = out
         batch_dict["unet_features"] = out.features
+        batch_dict["decoder_features"] = u1.features  # the encoder-decoder's output, before DDCM
         return batch_dict
