@@ -8,7 +8,7 @@ dataset and the run directories) and, when the CSVs hold the data for them:
   teacher (measured: filled, paper: hollow; one colour per row), so the embedded data's grid and
   scores are never plotted on the paper's KITTI axes;
 * ``latency.png``: measured latency per row (and the paper's, on its own axis: other hardware);
-* ``kd_gains.png``: per KD row, mAP minus the mAP of the same student without KD, measured vs paper;
+* ``kd_gains.png``: per KD row, mAP (mIoU for segmentation) minus that of the same student without KD, measured vs paper;
 * ``forest_<table>.png``: each KD row's gain over the student without KD with its 95% confidence
   interval (paired over seeds when the CSV has per-seed values, Welch otherwise) and the paper's gain;
 * for methods tables (every non-teacher row trains one student model): the measured ranking beside
@@ -147,7 +147,7 @@ def _plot_forest(gains, tid, path, plt):
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([f"{g[1]} ({g[2]})" for g in rows], fontsize=7)
-    ax.set_xlabel("mAP gain over the same student without KD")
+    ax.set_xlabel("gain over the same student without KD (mAP or mIoU points)")
     ax.set_title(f"{tid}: KD gains (paired over seeds where the CSV has per-seed values)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -187,6 +187,10 @@ def _with_specs(tables, all_tables=None):
             yield tid, all_tables[tid], _pivot(rows)
 
 
+#: the endpoints a KD gain and a method ranking are computed for: detection 3D / BEV mAP, segmentation mIoU
+PRIMARY_METRICS = ("3d_map", "bev_map", "miou")
+
+
 def kd_gains(tables, all_tables=None):
     """[(table, row, metric, measured gain, paper gain, welch, paired)] of KD rows vs the same MODEL without
     KD; ``welch`` is :func:`welch_t` of the two measured cells (None without a std on both), ``paired``
@@ -198,7 +202,7 @@ def kd_gains(tables, all_tables=None):
         for r in spec["ROWS"]:
             if not r.get("KD") or r.get("MODEL") not in base:
                 continue
-            for metric in ("3d_map", "bev_map"):
+            for metric in PRIMARY_METRICS:
                 kd_line, ref = piv.get(r["NAME"], {}).get(metric), piv.get(base[r["MODEL"]], {}).get(metric)
                 if not kd_line or not ref:
                     continue
@@ -211,7 +215,7 @@ def kd_gains(tables, all_tables=None):
                 if m is not None or p is not None:
                     gains.append((tid, r["NAME"], metric, m, p, w, pt))
     for tid in dict.fromkeys(g[0] for g in gains):
-        for metric in ("3d_map", "bev_map"):
+        for metric in PRIMARY_METRICS:
             group = [g for g in gains if g[0] == tid and g[2] == metric and g[6] is not None]
             for g, adj in zip(group, holm([g[6]["p"] for g in group])):
                 g[6]["p_holm"] = adj
@@ -303,14 +307,15 @@ def kendall_tau_b(xs, ys):
 
 def method_rankings(tables, all_tables=None):
     """Rankings of the rows of a methods table (every non-teacher row trains the same MODEL), for
-    3D and BEV mAP: [(table, metric, [(row, measured, std, measured rank, paper, paper rank)], tau_b)].
+    3D and BEV mAP and mIoU (:data:`PRIMARY_METRICS`):
+    [(table, metric, [(row, measured, std, measured rank, paper, paper rank)], tau_b)].
     Rows without both a measured and a paper value are left out; ranks are 1 = best."""
     out = []
     for tid, spec, piv in _with_specs(tables, all_tables):
         students = [r for r in spec["ROWS"] if not r.get("TEACHER")]
         if len(students) < 3 or len({r.get("MODEL") for r in students}) != 1:
             continue
-        for metric in ("3d_map", "bev_map"):
+        for metric in PRIMARY_METRICS:
             entries = []
             for r in students:
                 line = piv.get(r["NAME"], {}).get(metric)
@@ -338,7 +343,7 @@ def _plot_gains(gains, path, plt):
     ax.set_yticks(list(ys))
     ax.set_yticklabels(labels, fontsize=7)
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel("mAP gain over the same student without KD")
+    ax.set_xlabel("gain over the same student without KD (mAP or mIoU points)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -120,3 +120,19 @@ def test_report_with_per_seed_values_gives_paired_intervals_and_a_forest_plot(tm
     report.write_report(tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert "paired: 95% CI" in text and "(n=3)" in text and (tmp_path / "forest_t.png").stat().st_size > 1000
+
+
+def test_segmentation_tables_get_miou_gains_and_rankings(tmp_path):
+    spec = {"s": {"ID": "s", "ROWS": [{"NAME": "teacher", "MODEL": "c3d", "TEACHER": True},
+                                      {"NAME": "C3D_0.5x", "MODEL": "c3d_half", "KD": None},
+                                      {"NAME": "+KD", "MODEL": "c3d_half", "KD": "hinton"},
+                                      {"NAME": "+PVD", "MODEL": "c3d_half", "KD": "pvd"}]}}
+    values = {"teacher": (68.9, 43.7), "C3D_0.5x": (65.3, 35.9), "+KD": (65.6, 36.4), "+PVD": (68.9, 37.1)}
+    write_table_csv(tmp_path / "s.csv", [cell("s", row, "miou", paper=p, measured=m, measured_std=0.8, n_seeds=3,
+                                              source=f"runs/{row}") for row, (p, m) in values.items()])
+    tables = report.read_csvs(tmp_path)
+    gains = {(g[1], g[2]): g for g in report.kd_gains(tables, spec)}
+    assert gains[("+PVD", "miou")][3] == pytest.approx(1.2) and gains[("+PVD", "miou")][4] == pytest.approx(3.6)
+    assert gains[("+KD", "miou")][3] == pytest.approx(0.5)
+    [(tid, metric, ranked, tau)] = report.method_rankings(tables, spec)
+    assert metric == "miou" and [r[0] for r in ranked] == ["+PVD", "+KD", "C3D_0.5x"]
