@@ -73,6 +73,7 @@ Public names
 ------------
 ``spconv``                       the ``spconv.pytorch`` module
 ``replace_feature(out, feats)``  ``out.replace_feature(feats)`` (spconv 2.x API)
+``to_dense(x)``                  the dense (B, C, D, H, W) tensor of a 3-D ``SparseConvTensor``
 ``install()``                    installs both fixes (done on import; idempotent)
 ``is_cpu_thread_guard_active()`` True when the thread guard is installed and not disabled
 ``is_stream_shim_installed()``   True when the stream shim is installed
@@ -131,6 +132,18 @@ _guard_enabled = True
 def replace_feature(out, new_features):
     """Return ``out`` (a ``SparseConvTensor``) with its features replaced by ``new_features``."""
     return out.replace_feature(new_features)
+
+
+def to_dense(x):
+    """``x`` (a ``SparseConvTensor`` of 3 spatial dims) as a dense (B, C, D, H, W) tensor, zeros at the
+    inactive sites: what spconv's ``SparseConvTensor.dense()`` returns, written with a tuple index
+    (spconv 2.3's ``dense()`` indexes with a list of slices, which torch deprecates and warns about
+    on every call)."""
+    d, h, w = (int(v) for v in x.spatial_shape)
+    out = x.features.new_zeros((int(x.batch_size), d, h, w, x.features.shape[1]))
+    idx = x.indices.long()
+    out[idx[:, 0], idx[:, 1], idx[:, 2], idx[:, 3]] = x.features
+    return out.permute(0, 4, 1, 2, 3).contiguous()
 
 
 # --------------------------------------------------------------------------- stream shim

@@ -1,0 +1,79 @@
+"""SECOND: parameter counts and dense MACs of the KITTI teacher and its 4x / 16x students against the
+design notes' counts (OpenPCDet widths; the paper prints 5.3 / 1.4 / 0.4 M and 69.8 / 17.8 / 4.6 G),
+the height compression's shape rule, the dense conversion against spconv's own, and one training
+step on a small range."""
+import numpy as np
+import pytest
+import torch
+from easydict import EasyDict
+
+from pcdet.models import build_network
+from pcdet.models.backbones_2d.map_to_bev.height_compression import HeightCompression, _encoded_depth
+from pcdet.train_utils.experiment import load_experiment_cfg
+from pcdet.utils.paths import REPO_ROOT
+from pcdet.utils.spconv_utils import spconv, to_dense
+from tests.helpers import fake_dataset
+
+KITTI = REPO_ROOT / "tools" / "cfgs" / "kitti_models"
+
+
+@pytest.mark.parametrize("name,params_m", [("second", 5.326), ("second_4x", 1.343), ("second_16x", 0.341)])
+def test_kitti_parameter_counts(name, params_m):
+    cfg = load_experiment_cfg(KITTI / f"{name}.yaml")
+    model = build_network(cfg.MODEL, 3, fake_dataset(cfg, voxel=(0.05, 0.05, 0.1)))
+    assert abs(sum(p.numel() for p in model.parameters()) / 1e6 - params_m) < 0.0005
+
+
+@pytest.mark.parametrize("name,dense_g", [("second", 69.64), ("second_4x", 17.73), ("second_16x", 4.60)])
+def test_dense_macs_do_not_depend_on_the_frame(real_kitti, tmp_path, name, dense_g):
+    """Dense MACs (what the paper's counter counts) are those of the full BEV grid whatever the frame, so
+    2000 points of a real KITTI frame give them; the sparse ones (frame-dependent) are counted apart."""
+    from benchmark.complexity import measure
+
+    pts = np.fromfile(real_kitti / "training" / "velodyne" / "000000.bin", dtype=np.float32).reshape(-1, 4)
+    frame = tmp_path / "000000.bin"
+    pts[::60][:2000].tofile(frame)
+    res = measure(KITTI / f"{name}.yaml", frame)
+    assert abs(res["gmacs_dense"] - dense_g) < 0.005 * dense_g
+    assert res["gmacs_sparse"] > 0 and res["gmacs"] == pytest.approx(res["gmacs_dense"] + res["gmacs_sparse"])
+
+
+def test_height_compression_depth_and_width_rule():
+    assert _encoded_depth(41) == 2  # KITTI: 40 z cells + 1 -> 21 -> 11 -> 5 -> 2
+    HeightCompression(EasyDict(NAME="HeightCompression", NUM_BEV_FEATURES=256), [1408, 1600, 40], 128)
+    with pytest.raises(ValueError, match="128 channels x 2 height cells"):
+        HeightCompression(EasyDict(NAME="HeightCompression", NUM_BEV_FEATURES=128), [1408, 1600, 40], 128)
+
+
+def test_to_dense_equals_spconv_dense():
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.stack([torch.randint(0, 2, (300,), generator=gen), torch.randint(0, 5, (300,), generator=gen),
+                       torch.randint(0, 7, (300,), generator=gen), torch.randint(0, 9, (300,), generator=gen)], 1)
+    idx = torch.unique(idx, dim=0).int()
+    x = spconv.SparseConvTensor(torch.randn(len(idx), 3, generator=gen), idx, [5, 7, 9], 2)
+    with pytest.warns(UserWarning):  # spconv's own dense() indexes with a list (torch deprecates it)
+        ref = x.dense()
+    assert torch.equal(to_dense(x), ref)
+
+
+def test_training_step_on_a_small_range():
+    cfg = load_experiment_cfg(KITTI / "second_16x.yaml")
+    cfg.DATA_CONFIG.POINT_CLOUD_RANGE = [0, -6.4, -3, 12.8, 6.4, 1]
+    ds = fake_dataset(cfg, voxel=(0.05, 0.05, 0.1))
+    torch.manual_seed(0)
+    model = build_network(cfg.MODEL, 3, ds)
+    model.train()
+    rng = np.random.default_rng(0)
+    grid = ds.data_processor.grid_size  # x, y, z cells
+    cells = rng.choice(int(np.prod(grid)), 1500, replace=False)
+    x, y, z = cells % grid[0], (cells // grid[0]) % grid[1], cells // (grid[0] * grid[1])
+    b = np.repeat([0, 1], 750)
+    voxels = rng.uniform(0, 1, (1500, 5, 4)).astype(np.float32)
+    batch = {"voxels": torch.from_numpy(voxels), "voxel_num_points": torch.from_numpy(rng.integers(1, 6, 1500)),
+             "voxel_coords": torch.from_numpy(np.stack([b, z, y, x], 1).astype(np.int32)), "batch_size": 2,
+             "gt_boxes": torch.tensor([[[5.0, 0.0, -1.0, 3.9, 1.6, 1.56, 0.3, 1.0]],
+                                       [[8.0, 2.0, -1.0, 0.8, 0.6, 1.73, 0.0, 2.0]]])}
+    ret, tb, _ = model(batch)
+    ret["loss"].backward()
+    assert torch.isfinite(ret["loss"]) and batch["spatial_features"].shape == (2, 64, 256 // 8, 256 // 8)
+    assert model.backbone_3d.conv_input[0].weight.grad.abs().sum() > 0
