@@ -4,8 +4,11 @@
 convolution, transposed convolution or linear layer is folded into that layer's weights and bias
 (what TensorRT and other deployment runtimes do), and, optionally, the 2D convolutions use the
 channels-last memory layout that the CPU (oneDNN) kernels prefer. The outputs equal the eval-mode
-model's up to float rounding (tested). Sparse convolutions (spconv) are left as they are: in Cylinder3D
-each BatchNorm follows an activation, not the convolution, so there is nothing to fold there.
+model's up to float rounding (tested). Inside spconv's ``SparseSequential`` a sparse convolution directly
+followed by a BatchNorm1d (SECOND's blocks) is folded too: the BN scale goes into the convolution's
+weights and its shift becomes a per-channel bias added to the features (:class:`FeatureBias`), since
+spconv's CPU convolutions refuse a bias of their own. In Cylinder3D each BatchNorm follows an
+activation, not the convolution, so there is nothing to fold there.
 ``benchmark.latency`` times every model with the same preparation, so speed-ups compare like with like.
 """
 import copy
@@ -14,6 +17,38 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+class FeatureBias(nn.Module):
+    """``x + bias`` per channel of (N, C) features: the shift of a BatchNorm folded into a sparse convolution."""
+
+    def __init__(self, bias):
+        super().__init__()
+        self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x):
+        return x + self.bias
+
+
+def _fold_sparse_conv_bn(conv, norm):
+    """Scale ``conv``'s weight (spconv 2 layout: out channels first) by the BN scale, in place; returns
+    the :class:`FeatureBias` of the BN shift (and the conv's own bias, moved out)."""
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    if conv.weight.shape[0] != scale.numel():
+        raise ValueError(f"sparse conv weight {tuple(conv.weight.shape)}: expected out channels first")
+    shift = norm.bias - norm.running_mean * scale
+    if getattr(conv, "bias", None) is not None:
+        shift = shift + conv.bias * scale
+        conv.bias = None
+    with torch.no_grad():
+        conv.weight.mul_(scale.view(-1, *([1] * (conv.weight.dim() - 1))))
+    return FeatureBias(shift)
+
+
+def _sparse_types():
+    from pcdet.utils.spconv_utils import spconv
+
+    return spconv.SparseSequential, (spconv.SubMConv3d, spconv.SparseConv3d, spconv.SparseInverseConv3d)
+
+
 _FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -21,12 +56,22 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 def fold_batchnorm_(model):
     """Fold, in place, each ``Conv*/ConvTranspose*`` (or ``Linear``) directly followed by a ``BatchNorm*``
     inside an ``nn.Sequential``, and each module holding a ``linear`` + ``norm`` pair (the PFN layers), into
-    one layer; the BatchNorm becomes ``nn.Identity`` (or ``norm = None``). Eval mode only.
+    one layer; the BatchNorm becomes ``nn.Identity`` (or ``norm = None``). Inside a spconv
+    ``SparseSequential``, a sparse convolution followed by a BatchNorm1d: the BN becomes a
+    :class:`FeatureBias`. Eval mode only.
     Returns the number of BatchNorms folded."""
     if model.training:
         raise RuntimeError("fold_batchnorm_: call model.eval() first (training-mode BatchNorm cannot be folded)")
     folded = 0
+    sparse_seq, sparse_convs = _sparse_types()
     for module in model.modules():
+        if isinstance(module, sparse_seq):
+            names = list(module._modules)
+            for a, b in zip(names[:-1], names[1:]):
+                layer, norm = module._modules[a], module._modules[b]
+                if isinstance(layer, sparse_convs) and isinstance(norm, nn.BatchNorm1d):
+                    module._modules[b] = _fold_sparse_conv_bn(layer, norm)
+                    folded += 1
         if isinstance(module, nn.Sequential):
             names = list(module._modules)
             for a, b in zip(names[:-1], names[1:]):
