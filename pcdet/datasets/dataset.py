@@ -157,10 +157,12 @@ class DatasetTemplate(torch_data.Dataset):
         return {}
 
     @classmethod
-    def crop_points(cls, points, dataset_cfg):
+    def crop_points(cls, points, dataset_cfg, path=None):
         """The part of a raw cloud the dataset's samples keep before augmentation (default: all of it;
-        SemanticKITTI: its optional ``FOV_ANGLE`` front crop). :class:`PointCloudFileDataset` applies
-        it too, so complexity and latency are measured on what the model sees in evaluation."""
+        SemanticKITTI: its optional ``FOV_ANGLE`` front crop; KITTI: the camera field of view when the
+        frame's calibration lies beside it). ``path``: the point file, when known.
+        :class:`PointCloudFileDataset` applies it too, so complexity and latency are measured on what
+        the model sees in evaluation."""
         return points
 
     @classmethod

@@ -2,9 +2,9 @@
 
 Used for inference on single frames, and by ``benchmark.complexity`` / ``benchmark.latency``.
 Each item is a float32 ``.bin`` file (``NUM_POINT_FEATURES`` columns, KITTI layout by default)
-cropped as the configured dataset class crops its samples (``crop_points``, e.g. SemanticKITTI's
-``FOV_ANGLE``) and passed through the config's feature encoder and data processor exactly as in
-testing.
+cropped as the configured dataset class crops its samples (``crop_points``: SemanticKITTI's
+``FOV_ANGLE``; KITTI's camera field of view, from ``../calib/<frame>.txt`` beside the velodyne
+folder) and passed through the config's feature encoder and data processor exactly as in testing.
 """
 from pathlib import Path
 
@@ -37,4 +37,4 @@ class PointCloudFileDataset(DatasetTemplate):
     def load_points(self, path):
         """The file's points, cropped as the configured dataset class crops its samples."""
         points = load_points_bin(path, self.num_point_features)
-        return points if self.source_cls is None else self.source_cls.crop_points(points, self.dataset_cfg)
+        return points if self.source_cls is None else self.source_cls.crop_points(points, self.dataset_cfg, path)

@@ -47,3 +47,39 @@ def test_kd_seeds_summary_is_mean_sample_std_and_difference_in_std():
     assert out["kd", "bev_map"]["diff_in_std"] == 2.0 and out["no_kd", "bev_map"]["diff_vs_first"] == ""
     single = summarise([dict(rows[0]), dict(rows[3])], ["no_kd", "kd"])
     assert single[0]["std"] == "" and single[4]["diff_in_std"] == ""  # one seed: no std, no ratio
+
+
+def test_point_files_of_kitti_get_the_camera_fov_crop_of_training(real_kitti, tmp_path):
+    """A real KITTI frame with its calib beside it is cropped to image 2's field of view, transcribed
+    here from the calib file (OpenPCDet ``get_fov_flag``: projected inside the image, depth >= 0);
+    without a calib it stays whole."""
+    import shutil
+
+    import numpy as np
+
+    from pcdet.datasets.kitti.kitti_utils import read_png_size
+    from pcdet.datasets.point_cloud_files import PointCloudFileDataset
+    from pcdet.train_utils.experiment import load_experiment_cfg
+
+    cfg = load_experiment_cfg(REPO_ROOT / "tools" / "cfgs" / "kitti_models" / "second.yaml")
+    frame = real_kitti / "training" / "velodyne" / "000000.bin"
+    pts = np.fromfile(frame, dtype=np.float32).reshape(-1, 4)
+    mats = {}
+    for line in (real_kitti / "training" / "calib" / "000000.txt").read_text().splitlines():
+        if ":" in line:
+            key, vals = line.split(":", 1)
+            mats[key] = np.array([float(v) for v in vals.split()])
+    p2, r0, tr = mats["P2"].reshape(3, 4), mats["R0_rect"].reshape(3, 3), mats["Tr_velo_to_cam"].reshape(3, 4)
+    rect = (r0 @ (tr @ np.c_[pts[:, :3], np.ones(len(pts))].T)).T
+    img = (p2 @ np.c_[rect, np.ones(len(rect))].T).T
+    u, v, depth = img[:, 0] / img[:, 2], img[:, 1] / img[:, 2], img[:, 2] - p2[2, 3]
+    h, w = read_png_size(real_kitti / "training" / "image_2" / "000000.png")
+    keep = (u >= 0) & (u < w) & (v >= 0) & (v < h) & (depth >= 0)
+    got = PointCloudFileDataset(cfg.DATA_CONFIG, cfg.CLASS_NAMES, [frame]).load_points(frame)
+    assert 0 < len(got) == int(keep.sum()) < len(pts)
+    np.testing.assert_array_equal(got, pts[keep])
+
+    alone = tmp_path / "velodyne" / "000000.bin"  # no calib beside it: the whole sweep
+    alone.parent.mkdir()
+    shutil.copy(frame, alone)
+    assert len(PointCloudFileDataset(cfg.DATA_CONFIG, cfg.CLASS_NAMES, [alone]).load_points(alone)) == len(pts)

@@ -179,6 +179,22 @@ class KittiDataset(DatasetTemplate):
     def get_calib(self, idx):
         return Calibration(self.root_split_path / "calib" / f"{idx}.txt")
 
+    @classmethod
+    def crop_points(cls, points, dataset_cfg, path=None):
+        """Training's camera-FOV crop (``FOV_POINTS_ONLY``, default on) of a point file whose frame has
+        ``../calib/<frame>.txt`` beside its velodyne folder (image size from ``../image_2/<frame>.png``,
+        else KITTI's 1242x375); a file without calibration is kept whole."""
+        if path is None or not bool(dataset_cfg.get("FOV_POINTS_ONLY", True)) or len(points) == 0:
+            return points
+        path = Path(path)
+        calib_file = path.parent.parent / "calib" / f"{path.stem}.txt"
+        if not calib_file.is_file():
+            return points
+        png = path.parent.parent / "image_2" / f"{path.stem}.png"
+        shape = kitti_utils.read_png_size(png) if png.is_file() else kitti_utils.DEFAULT_IMAGE_SHAPE
+        flag = kitti_utils.get_fov_flag_lidar(points[:, 0:3], np.asarray(shape, dtype=np.int32), Calibration(calib_file))
+        return points[flag]
+
     def get_fov_points(self, points, calib, img_shape):
         if len(points) == 0:
             return points

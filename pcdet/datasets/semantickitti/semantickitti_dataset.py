@@ -164,7 +164,7 @@ class SemanticKittiDataset(DatasetTemplate):
         return self.prepare_data(input_dict)
 
     @classmethod
-    def crop_points(cls, points, dataset_cfg):
+    def crop_points(cls, points, dataset_cfg, path=None):
         fov = _fov(dataset_cfg)
         return points if fov is None else points[fov_mask(points, fov)]
 
