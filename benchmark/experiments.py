@@ -255,12 +255,17 @@ class Train(Experiment):
         return result
 
 
+#: how complexity and latency read their frame (part of their hash: a change re-measures them). v2: the
+#: dataset class's crop with the file's path (KITTI's camera field of view from the calib beside it)
+FRAME_INPUT = "crop_points v2"
+
+
 class Complexity(Experiment):
     kind = "complexity"
 
     def __init__(self, cache_root, label, cfg_file, frame):
         super().__init__(cache_root, label, {"cfg_file": _rel(cfg_file), "config": resolved_config(cfg_file),
-                                             "frame": _rel(frame)})
+                                             "frame": _rel(frame), "frame_input": FRAME_INPUT})
         self.cfg_file, self.frame = cfg_file, frame
 
     def execute(self, log):
@@ -279,7 +284,8 @@ class Latency(Experiment):
     def __init__(self, cache_root, label, cfg_files, frame, device, runs, warmup):
         super().__init__(cache_root, label, {"cfg_files": [_rel(c) for c in cfg_files],
                                              "configs": [resolved_config(c) for c in cfg_files], "frame": _rel(frame),
-                                             "device": device, "runs": runs, "warmup": warmup})
+                                             "frame_input": FRAME_INPUT, "device": device, "runs": runs,
+                                             "warmup": warmup})
         self.cfg_files, self.frame, self.device, self.runs, self.warmup = cfg_files, frame, device, runs, warmup
 
     def execute(self, log):
