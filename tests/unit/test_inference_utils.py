@@ -7,6 +7,16 @@ from pcdet.models.model_utils.inference_utils import fold_batchnorm_, prepare_fo
 from tests.helpers import fake_dataset, pillar_batch, small_cfg
 
 
+def _randomise_bn(model):
+    """Non-trivial BatchNorm statistics and affine parameters (folding them must still change nothing)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+
+
 def _module_outputs(model, batch):
     batch = dict(batch)
     with torch.no_grad():
@@ -21,12 +31,7 @@ def test_prepared_model_matches_eval_model(channels_last):
     cfg = small_cfg("pointpillar_16x.yaml")
     ds = fake_dataset(cfg)
     model = build_network(cfg.MODEL, 3, ds)
-    for m in model.modules():  # non-trivial BatchNorm statistics and affine parameters
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
+    _randomise_bn(model)
     model.eval()
     batch = pillar_batch(ds.data_processor.grid_size)
     ref = _module_outputs(model, batch)
@@ -60,12 +65,7 @@ def test_sparse_conv_batchnorm_folding_keeps_second_outputs():
     ds = fake_dataset(cfg, voxel=(0.05, 0.05, 0.1))
     torch.manual_seed(0)
     model = build_network(cfg.MODEL, 3, ds)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
+    _randomise_bn(model)
     model.eval()
     rng = np.random.default_rng(0)
     grid = ds.data_processor.grid_size
