@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ def _batch(cfg, frame):
 def measure(cfg_file=DEFAULT_CFG, frame=None, steps=10, warmup=2, seed=0):
     """Rows ``{"precision": "fp32"|"bf16", "median_s", "iqr_s", ...}`` for this process's CPU."""
     cfg = load_experiment_cfg(cfg_file)
-    frame = default_frame() if frame is None else frame
+    frame = default_frame() if frame is None else Path(frame)
     dataset, batch = _batch(cfg, frame)
     models = {}
     for name in ("fp32", "bf16"):

@@ -99,6 +99,7 @@ from spconv.pytorch import ops as _spconv_ops
 __all__ = [
     "spconv",
     "replace_feature",
+    "sparse_precision",
     "install",
     "is_cpu_thread_guard_active",
     "is_stream_shim_installed",
@@ -132,6 +133,16 @@ _guard_enabled = True
 def replace_feature(out, new_features):
     """Return ``out`` (a ``SparseConvTensor``) with its features replaced by ``new_features``."""
     return out.replace_feature(new_features)
+
+
+def sparse_precision(features):
+    """Context in which a sparse network runs: autocast off on ``features``' device. spconv 2.3 has no
+    bfloat16 kernels (its tensor conversion, ``cppcore.torch_tensor_to_tv``, knows no ``torch.bfloat16``
+    and raises ``KeyError``), and under CPU bf16 autocast the ops between its convolutions (BatchNorm,
+    feature concatenation) hand it bf16 features. Sparse encoders therefore run in fp32 under every
+    ``MIXED_PRECISION`` (their input cast with ``.float()``); the dense layers after them keep the
+    autocast of the training step."""
+    return torch.autocast(device_type=features.device.type, enabled=False)
 
 
 def to_dense(x):

@@ -8,7 +8,9 @@ Method (Zhang et al., "PointDistiller", CVPR 2023), per sample of the batch:
 3. local distillation (``LOCAL_DISTILLATION: true``): each node's ``K`` nearest neighbours among
    the sample's selected nodes (itself included) in the teacher's feature space (or by position,
    ``KNN_SPACE: coordinate``); edge features concat[x_j, x_i]; a dynamic-graph-convolution
-   adapter (1x1 conv + BN + ReLU) per side: teacher 2 C_T -> C_S, student 2 C_S -> C_S;
+   adapter (1x1 conv + BN + ReLU) per side: teacher 2 C_T -> C_A, student 2 C_S -> C_A, where
+   ``ADAPTER_CHANNELS`` C_A defaults to the student's C_S (the release's PointPillars adapters; its SECOND
+   adapters use 32 at every compression ratio);
    ``MAX_POOL_K`` max-pools the graph features over the K neighbours;
    without local distillation: a 1x1 adapter C_S -> C_T on the student node feature;
 4. reweighting (``REWEIGHT: true``): phi = N softmax(importance / TAU) over the sample's nodes
@@ -55,6 +57,7 @@ class PointDistiller(KDMethod):
     ALLOWED_KEYS = {
         "NAME", "WEIGHT", "FEATURE", "N", "K", "TAU", "KNN_SPACE", "IMPORTANCE", "LOCAL_DISTILLATION",
         "REWEIGHT", "MAX_POOL_K", "KNN_CHUNK_ELEMS", "BACKEND", "TEACHER_FEATURE", "LD_LOSS", "TEACHER_ADAPTER",
+        "ADAPTER_CHANNELS",
     }
     LD_LOSSES = ("mean_square", "l2_norm")
     TEACHER_ADAPTERS = ("trainable", "frozen_random")
@@ -108,12 +111,18 @@ class PointDistiller(KDMethod):
         self.grid_geometry = None if vs is None else (
             np.asarray(proc.point_cloud_range, dtype=np.float64),
             np.asarray(vs, dtype=np.float64) * float(self.spec.stride or 1))
+        c_a = int(cfg.get("ADAPTER_CHANNELS") or c_s)
+        if c_a < 1:
+            raise ConfigError(f"{where}: ADAPTER_CHANNELS must be positive, got {c_a}")
         if self.local:
             frozen = self.teacher_adapter == "frozen_random"
-            self.adapter_t = EdgeConvAdapter(c_t, c_s, affine=not frozen)
+            self.adapter_t = EdgeConvAdapter(c_t, c_a, affine=not frozen)
             if frozen:
                 self.adapter_t.requires_grad_(False)
-            self.adapter_s = EdgeConvAdapter(c_s, c_s)
+            self.adapter_s = EdgeConvAdapter(c_s, c_a)
+        elif cfg.get("ADAPTER_CHANNELS"):
+            raise ConfigError(f"{where}: ADAPTER_CHANNELS sets the graph adapters' width: it needs "
+                              f"LOCAL_DISTILLATION true")
         else:
             self.adapter_s = nn.Linear(c_s, c_t)
         self.last_profile = {}

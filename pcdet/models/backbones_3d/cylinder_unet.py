@@ -39,7 +39,7 @@ import torch.nn as nn
 from pcdet.config import check_keys
 from pcdet.models.model_template import FeatureSpec
 from pcdet.models.registries import BACKBONES_3D
-from pcdet.utils.spconv_utils import replace_feature, spconv
+from pcdet.utils.spconv_utils import replace_feature, sparse_precision, spconv
 
 K133, K313, K333 = (1, 3, 3), (3, 1, 3), (3, 3, 3)
 K311, K131, K113 = (3, 1, 1), (1, 3, 1), (1, 1, 3)
@@ -170,19 +170,20 @@ class Asymm3DUNet(nn.Module):
 
     def forward(self, batch_dict):
         coords = batch_dict["voxel_coords"].int()
-        x = spconv.SparseConvTensor(batch_dict["voxel_features"], coords, self.sparse_shape,
-                                    int(batch_dict["batch_size"]))
-        x = self.down_cntx(x)
-        d1c, d1b = self.res2(x)
-        d2c, d2b = self.res3(d1c)
-        d3c, d3b = self.res4(d2c)
-        d4c, d4b = self.res5(d3c)
-        u4 = self.up0(d4c, d4b)
-        u3 = self.up1(u4, d3b)
-        u2 = self.up2(u3, d2b)
-        u1 = self.up3(u2, d1b)
-        u0 = self.recon(u1)
-        out = replace_feature(u0, torch.cat([u0.features, u1.features], dim=1))
+        feats = batch_dict["voxel_features"]
+        with sparse_precision(feats):
+            x = spconv.SparseConvTensor(feats.float(), coords, self.sparse_shape, int(batch_dict["batch_size"]))
+            x = self.down_cntx(x)
+            d1c, d1b = self.res2(x)
+            d2c, d2b = self.res3(d1c)
+            d3c, d3b = self.res4(d2c)
+            d4c, d4b = self.res5(d3c)
+            u4 = self.up0(d4c, d4b)
+            u3 = self.up1(u4, d3b)
+            u2 = self.up2(u3, d2b)
+            u1 = self.up3(u2, d1b)
+            u0 = self.recon(u1)
+            out = replace_feature(u0, torch.cat([u0.features, u1.features], dim=1))
         batch_dict["unet_sparse_tensor"] = out
         batch_dict["unet_features"] = out.features
         batch_dict["decoder_features"] = u1.features  # the encoder-decoder's output, before DDCM

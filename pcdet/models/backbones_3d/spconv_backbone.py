@@ -27,7 +27,7 @@ import torch.nn as nn
 from pcdet.config import ConfigError, check_keys
 from pcdet.models.model_template import FeatureSpec
 from pcdet.models.registries import BACKBONES_3D
-from pcdet.utils.spconv_utils import spconv
+from pcdet.utils.spconv_utils import sparse_precision, spconv
 
 DEFAULT_WIDTHS = (16, 16, 32, 64, 64)
 
@@ -70,14 +70,16 @@ class VoxelBackBone8x(nn.Module):
                                                      coord_key="voxel_coords", stride=8)}
 
     def forward(self, batch_dict):
-        x = spconv.SparseConvTensor(batch_dict["voxel_features"], batch_dict["voxel_coords"].int(),
-                                    self.sparse_shape, int(batch_dict["batch_size"]))
-        x = self.conv_input(x)
-        x_conv1 = self.conv1(x)
-        x_conv2 = self.conv2(x_conv1)
-        x_conv3 = self.conv3(x_conv2)
-        x_conv4 = self.conv4(x_conv3)
-        batch_dict["encoded_spconv_tensor"] = self.conv_out(x_conv4)
+        feats = batch_dict["voxel_features"]
+        with sparse_precision(feats):
+            x = spconv.SparseConvTensor(feats.float(), batch_dict["voxel_coords"].int(), self.sparse_shape,
+                                        int(batch_dict["batch_size"]))
+            x = self.conv_input(x)
+            x_conv1 = self.conv1(x)
+            x_conv2 = self.conv2(x_conv1)
+            x_conv3 = self.conv3(x_conv2)
+            x_conv4 = self.conv4(x_conv3)
+            batch_dict["encoded_spconv_tensor"] = self.conv_out(x_conv4)
         batch_dict["encoded_spconv_tensor_stride"] = 8
         batch_dict["multi_scale_3d_features"] = {"x_conv1": x_conv1, "x_conv2": x_conv2, "x_conv3": x_conv3,
                                                  "x_conv4": x_conv4}
