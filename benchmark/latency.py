@@ -9,7 +9,8 @@ top-level module of the detector; ``post_processing`` is what remains of the for
 every timestamp synchronises first. Models are timed round-robin (run r of every model before run
 r+1) so machine noise hits all of them alike; each model's speed-up is over the first model, as
 a ratio of medians measured in the same run. Reports median and inter-quartile range (IQR), and
-next to each speed-up the model's GMACs and MAC ratio over the first (``benchmark.complexity``).
+next to each speed-up the model's parameters, GMACs (total, dense-only as the paper's counter counts
+them, and sparse-convolution) and MAC ratios over the first (``benchmark.complexity``).
 
 ``--mode deploy`` (default) times every model as a deployment runtime would run it: BatchNorm
 folded into the preceding layers and channels-last 2D convolutions
@@ -71,7 +72,9 @@ class _Model:
             self.model = prepare_for_inference(self.model)
         elif mode != "eval":
             raise ValueError(f"latency mode {mode!r}: use deploy or eval")
-        self.gmacs = measure_complexity(cfg_file, frame)["gmacs"]
+        cx = measure_complexity(cfg_file, frame)
+        self.gmacs, self.gmacs_dense, self.gmacs_sparse, self.params_m = (
+            cx["gmacs"], cx["gmacs_dense"], cx["gmacs_sparse"], cx["params_M"])
         self.points = self.dataset.load_points(frame)
         self.device = device
         self.timer = _Timer(self.model, device)
@@ -110,19 +113,23 @@ def measure(cfg_files, frame=None, device="cpu", runs=30, warmup=5, mode="deploy
             m.records.append(m.run_once())
     rows = []
     base = None
-    base_macs = models[0].gmacs
+    base_macs, base_dense = models[0].gmacs, models[0].gmacs_dense
     for m in models:
         stages = list(m.records[0].keys())
         for stage in stages:
             med, iqr = _stats([r[stage] for r in m.records])
             row = {"model": m.name, "stage": stage, "median_ms": round(med, 3), "iqr_ms": round(iqr, 3),
                    "runs": runs, "device": str(device), "mode": mode, "frame": frame.name,
-                   "speedup_vs_first": "", "gmacs": "", "mac_ratio_vs_first": ""}
+                   "speedup_vs_first": "", "gmacs": "", "mac_ratio_vs_first": "", "params_m": "", "gmacs_dense": "",
+                   "gmacs_sparse": "", "dense_mac_ratio_vs_first": ""}
             if stage == "end_to_end":
                 base = med if base is None else base
                 row["speedup_vs_first"] = round(base / med, 3)
                 row["gmacs"] = round(m.gmacs, 3)
                 row["mac_ratio_vs_first"] = round(base_macs / m.gmacs, 3)
+                row.update(params_m=round(m.params_m, 4), gmacs_dense=round(m.gmacs_dense, 3),
+                           gmacs_sparse=round(m.gmacs_sparse, 3),
+                           dense_mac_ratio_vs_first=round(base_dense / m.gmacs_dense, 3))
             rows.append(row)
     return rows
 

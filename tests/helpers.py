@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from easydict import EasyDict
 
 from pcdet.config import cfg_from_yaml_file
@@ -129,3 +130,57 @@ def seg_kd_wrapper(tmp_path, kd_cfg_file, method=None, grid=SEG_GRID):
     model = build_network(cfg.MODEL, len(cfg.CLASS_NAMES), ds, kd_cfg=cfg.KD)
     model.train()
     return model
+
+
+# ----------------------------------------------------------------------------- dense references of spconv layers
+# Independent dense transcriptions of spconv 2's layers, for tests that compare a sparse network with
+# F.conv3d on the same weights: a submanifold convolution is a 'same' convolution kept at the active
+# sites only; a strided sparse convolution is the dense strided convolution, active wherever its
+# window holds an active input site.
+def scatter_dense(coords, feats, batch_size, spatial_shape):
+    """(B, C, *spatial_shape) zeros with ``feats`` (N, C) at ``coords`` (N, 4) [b, d0, d1, d2]."""
+    c = coords.long()
+    out = torch.zeros(batch_size, feats.shape[1], *spatial_shape, dtype=feats.dtype)
+    out[c[:, 0], :, c[:, 1], c[:, 2], c[:, 3]] = feats
+    return out
+
+
+def gather_dense(dense, coords):
+    c = coords.long()
+    return dense[c[:, 0], :, c[:, 1], c[:, 2], c[:, 3]]
+
+
+def conv3d_weight(conv):
+    """spconv 2 weights (out, k0, k1, k2, in) as F.conv3d's (out, in, k0, k1, k2)."""
+    return conv.weight.permute(0, 4, 1, 2, 3)
+
+
+def dense_subm(conv, x, mask):
+    return F.conv3d(x, conv3d_weight(conv), padding=tuple(k // 2 for k in conv.kernel_size)) * mask
+
+
+def dense_sparse_conv(conv, x, mask):
+    """(output, output mask) of a strided ``SparseConv3d`` on dense ``x`` with active ``mask`` (B, 1, ...)."""
+    kw = dict(stride=tuple(conv.stride), padding=tuple(conv.padding))
+    y = F.conv3d(x, conv3d_weight(conv), **kw)
+    out_mask = (F.conv3d(mask, torch.ones(1, 1, *conv.kernel_size, dtype=mask.dtype), **kw) > 0).to(mask.dtype)
+    return y * out_mask, out_mask
+
+
+def dense_bn(bn, x, mask):
+    """Eval-mode BatchNorm1d of the sparse rows, on the active sites of dense ``x``."""
+    shape = (1, -1, 1, 1, 1)
+    y = (x - bn.running_mean.view(shape)) / torch.sqrt(bn.running_var.view(shape) + bn.eps)
+    return (y * bn.weight.view(shape) + bn.bias.view(shape)) * mask
+
+
+def randomise_bn1d(module, gen):
+    """Running statistics and affine parameters of every BatchNorm1d drawn from ``gen`` (so that an
+    eval-mode reference is not the identity)."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)

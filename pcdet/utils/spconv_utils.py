@@ -135,14 +135,17 @@ def replace_feature(out, new_features):
     return out.replace_feature(new_features)
 
 
+@contextlib.contextmanager
 def sparse_precision(features):
-    """Context in which a sparse network runs: autocast off on ``features``' device. spconv 2.3 has no
-    bfloat16 kernels (its tensor conversion, ``cppcore.torch_tensor_to_tv``, knows no ``torch.bfloat16``
-    and raises ``KeyError``), and under CPU bf16 autocast the ops between its convolutions (BatchNorm,
-    feature concatenation) hand it bf16 features. Sparse encoders therefore run in fp32 under every
-    ``MIXED_PRECISION`` (their input cast with ``.float()``); the dense layers after them keep the
-    autocast of the training step."""
-    return torch.autocast(device_type=features.device.type, enabled=False)
+    """``with sparse_precision(batch_dict["voxel_features"]) as feats:`` runs a sparse network with autocast
+    off on ``features``' device and yields ``features`` in float32 when they are half precision (as they
+    are). spconv 2.3 has no bfloat16 kernels (its tensor conversion, ``cppcore.torch_tensor_to_tv``, knows
+    no ``torch.bfloat16`` and raises ``KeyError``), and under CPU bf16 autocast the ops between its
+    convolutions (BatchNorm, feature concatenation) hand it bf16 features. Sparse encoders therefore run
+    in full precision under every ``MIXED_PRECISION``; the dense layers after them keep the training
+    step's autocast."""
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        yield features.float() if features.dtype in (torch.float16, torch.bfloat16) else features
 
 
 def to_dense(x):

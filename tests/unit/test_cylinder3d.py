@@ -17,6 +17,8 @@ from pcdet.models.model_template import FeatureSpec
 from pcdet.models.seg_heads.cylinder_seg_head import CylinderSegHead, voxel_majority_labels
 from pcdet.utils.loss_utils import lovasz_softmax
 from pcdet.utils.paths import REPO_ROOT
+from tests.helpers import (conv3d_weight, dense_bn, dense_sparse_conv, dense_subm, gather_dense, randomise_bn1d,
+                           scatter_dense)
 
 
 # ----------------------------------------------------------------------------- parameter counts
@@ -56,40 +58,17 @@ BATCH = 2
 
 
 def _dense(coords, feats):
-    c = coords.long()
-    out = torch.zeros(BATCH, feats.shape[1], *GRID, dtype=feats.dtype)
-    out[c[:, 0], :, c[:, 1], c[:, 2], c[:, 3]] = feats
-    return out
+    return scatter_dense(coords, feats, BATCH, GRID)
 
 
-def _gather(dense, coords):
-    c = coords.long()
-    return dense[c[:, 0], :, c[:, 1], c[:, 2], c[:, 3]]
-
-
-def _w(conv):  # spconv 2 weights (out, k0, k1, k2, in) -> conv3d (out, in, k0, k1, k2)
-    return conv.weight.permute(0, 4, 1, 2, 3)
-
-
-def d_subm(conv, x, mask):
-    return F.conv3d(x, _w(conv), padding=tuple(k // 2 for k in conv.kernel_size)) * mask
-
-
-def d_bn(bn, x, mask):
-    shape = (1, -1, 1, 1, 1)
-    y = (x - bn.running_mean.view(shape)) / torch.sqrt(bn.running_var.view(shape) + bn.eps)
-    return (y * bn.weight.view(shape) + bn.bias.view(shape)) * mask
+_gather, _w, d_subm, d_bn = gather_dense, conv3d_weight, dense_subm, dense_bn
 
 
 def d_cab(m, x, mask):  # conv -> LeakyReLU -> BN
     return d_bn(m.bn, F.leaky_relu(d_subm(m.conv, x, mask)), mask)
 
 
-def d_pool(conv, x, mask):
-    stride = tuple(conv.stride)
-    y = F.conv3d(x, _w(conv), stride=stride, padding=1)
-    out_mask = (F.conv3d(mask, torch.ones(1, 1, 3, 3, 3, dtype=mask.dtype), stride=stride, padding=1) > 0).to(mask.dtype)
-    return y * out_mask, out_mask
+d_pool = dense_sparse_conv  # the pools are SparseConv3d 3^3, padding 1
 
 
 def d_inverse(conv, x, fine_mask, stride):
@@ -131,16 +110,6 @@ def dense_unet(net, x, mask):
     return torch.cat([u0, u1], dim=1)
 
 
-def _randomise_bn(module, gen):
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            with torch.no_grad():
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 def test_sparse_unet_and_logits_equal_a_dense_convolution_reference(seed, two_threads):
     """In float64, with every weight drawn from the seeded generator: in float32 a pre-activation
@@ -154,7 +123,7 @@ def test_sparse_unet_and_logits_equal_a_dense_convolution_reference(seed, two_th
         net = Asymm3DUNet(EasyDict(NAME="Asymm3DUNet", INIT_SIZE=init), input_channels=c_in, grid_size=GRID)
         head = CylinderSegHead(EasyDict(NAME="CylinderSegHead", POINT_REFINEMENT=False), input_channels=4 * init,
                                num_class=5, ignore_index=0)
-    _randomise_bn(net, gen)
+    randomise_bn1d(net, gen)
     net.double().eval(), head.double().eval()
     flat = torch.randperm(BATCH * math.prod(GRID), generator=gen)[:700]
     b, rest = flat // math.prod(GRID), flat % math.prod(GRID)

@@ -1,18 +1,21 @@
 """SECOND: parameter counts and dense MACs of the KITTI teacher and its 4x / 16x students against the
 design notes' counts (OpenPCDet widths; the paper prints 5.3 / 1.4 / 0.4 M and 69.8 / 17.8 / 4.6 G),
 the height compression's shape rule, the dense conversion against spconv's own, and one training
-step on a small range."""
+step on a small range; the sparse encoder against a dense-convolution reference on a real KITTI frame
+with two torch threads (the spconv CPU guard)."""
 import numpy as np
 import pytest
 import torch
 from easydict import EasyDict
 
-from pcdet.models import build_network
+from pcdet.datasets.point_cloud_files import PointCloudFileDataset
+from pcdet.models import build_network, load_data_to_device
 from pcdet.models.backbones_2d.map_to_bev.height_compression import HeightCompression, _encoded_depth
 from pcdet.train_utils.experiment import load_experiment_cfg
 from pcdet.utils.paths import REPO_ROOT
 from pcdet.utils.spconv_utils import spconv, to_dense
-from tests.helpers import fake_dataset
+from tests.helpers import (dense_bn, dense_sparse_conv, dense_subm, fake_dataset, gather_dense, randomise_bn1d,
+                           scatter_dense)
 
 KITTI = REPO_ROOT / "tools" / "cfgs" / "kitti_models"
 
@@ -77,3 +80,64 @@ def test_training_step_on_a_small_range():
     ret["loss"].backward()
     assert torch.isfinite(ret["loss"]) and batch["spatial_features"].shape == (2, 64, 256 // 8, 256 // 8)
     assert model.backbone_3d.conv_input[0].weight.grad.abs().sum() > 0
+
+
+def _dense_stage(stage, x, mask):
+    """Dense transcription of one VoxelBackBone8x stage (a conv / BN / ReLU block or a sequence of them)."""
+    blocks = [stage] if isinstance(stage[0], (spconv.SubMConv3d, spconv.SparseConv3d)) else list(stage)
+    for blk in blocks:
+        conv, bn = blk[0], blk[1]
+        if isinstance(conv, spconv.SubMConv3d):
+            x = dense_subm(conv, x, mask)
+        else:
+            x, mask = dense_sparse_conv(conv, x, mask)
+        x = torch.relu(dense_bn(bn, x, mask))
+    return x, mask
+
+
+def test_voxel_backbone_equals_a_dense_reference_on_a_real_frame(real_kitti, two_threads):
+    """VoxelBackBone8x (teacher widths) on the voxels of real frame 000000 in a 6.4 x 6.4 m window
+    (2,760 voxels, camera-FOV crop, MeanVFE), in float64 with two torch threads: every stage's active
+    sites and features, and the input gradient, equal an independent dense transcription (F.conv3d)."""
+    window = "[6.4, -3.2, -3, 12.8, 3.2, 1]"
+    cfg = load_experiment_cfg(KITTI / "second.yaml", ["DATA_CONFIG.POINT_CLOUD_RANGE", window])
+    frame = real_kitti / "training" / "velodyne" / "000000.bin"
+    ds = PointCloudFileDataset(cfg.DATA_CONFIG, cfg.CLASS_NAMES, [frame])
+    sample = ds.prepare_data({"points": ds.load_points(frame), "frame_id": frame.stem})
+    batch = load_data_to_device(ds.collate_batch([sample]), torch.device("cpu"))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_network(cfg.MODEL, 3, ds)
+    gen = torch.Generator().manual_seed(0)
+    net = model.backbone_3d
+    randomise_bn1d(net, gen)
+    net.double().eval()
+    feats = model.vfe(dict(batch))["voxel_features"].detach().double().requires_grad_(True)
+    coords = batch["voxel_coords"].int()
+    assert len(coords) > 2000 and torch.get_num_threads() == 2
+    out = net({"voxel_features": feats, "voxel_coords": coords, "batch_size": 1})
+
+    feats_d = feats.detach().clone().requires_grad_(True)
+    shape = net.sparse_shape
+    x = scatter_dense(coords, feats_d, 1, shape)
+    mask = scatter_dense(coords, torch.ones(len(coords), 1, dtype=torch.float64), 1, shape)
+    stages = {}
+    for name in ("conv_input", "conv1", "conv2", "conv3", "conv4", "conv_out"):
+        x, mask = _dense_stage(getattr(net, name), x, mask)
+        stages[name] = (x, mask)
+    sparse = dict(out["multi_scale_3d_features"], conv_out=out["encoded_spconv_tensor"])
+    for key, name in (("x_conv1", "conv1"), ("x_conv2", "conv2"), ("x_conv3", "conv3"), ("x_conv4", "conv4"),
+                      ("conv_out", "conv_out")):
+        t, (ref, ref_mask) = sparse[key], stages[name]
+        assert list(t.spatial_shape) == list(ref.shape[2:]), key
+        active = torch.nonzero(ref_mask[:, 0]).int()
+        assert len(active) == len(t.indices) and torch.equal(
+            torch.unique(t.indices, dim=0), torch.unique(active, dim=0)), key
+        expected = gather_dense(ref, t.indices)
+        assert (t.features - expected).abs().max().item() <= 1e-9 * expected.abs().max().item(), key
+    enc, ref = sparse["conv_out"], gather_dense(stages["conv_out"][0], sparse["conv_out"].indices)
+    probe = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+    (enc.features * probe).sum().backward()
+    (ref * probe).sum().backward()
+    assert feats_d.grad.abs().max() > 0
+    assert (feats.grad - feats_d.grad).abs().max().item() <= 1e-9 * feats_d.grad.abs().max().item()

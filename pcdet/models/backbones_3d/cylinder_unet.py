@@ -170,9 +170,8 @@ class Asymm3DUNet(nn.Module):
 
     def forward(self, batch_dict):
         coords = batch_dict["voxel_coords"].int()
-        feats = batch_dict["voxel_features"]
-        with sparse_precision(feats):
-            x = spconv.SparseConvTensor(feats.float(), coords, self.sparse_shape, int(batch_dict["batch_size"]))
+        with sparse_precision(batch_dict["voxel_features"]) as feats:
+            x = spconv.SparseConvTensor(feats, coords, self.sparse_shape, int(batch_dict["batch_size"]))
             x = self.down_cntx(x)
             d1c, d1b = self.res2(x)
             d2c, d2b = self.res3(d1c)

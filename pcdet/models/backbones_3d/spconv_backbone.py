@@ -70,9 +70,8 @@ class VoxelBackBone8x(nn.Module):
                                                      coord_key="voxel_coords", stride=8)}
 
     def forward(self, batch_dict):
-        feats = batch_dict["voxel_features"]
-        with sparse_precision(feats):
-            x = spconv.SparseConvTensor(feats.float(), batch_dict["voxel_coords"].int(), self.sparse_shape,
+        with sparse_precision(batch_dict["voxel_features"]) as feats:
+            x = spconv.SparseConvTensor(feats, batch_dict["voxel_coords"].int(), self.sparse_shape,
                                         int(batch_dict["batch_size"]))
             x = self.conv_input(x)
             x_conv1 = self.conv1(x)
