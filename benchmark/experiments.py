@@ -262,18 +262,22 @@ FRAME_INPUT = "crop_points v2"
 
 class Complexity(Experiment):
     kind = "complexity"
+    #: what the result holds (part of the hash: results cached before dense / sparse MACs were kept are
+    #: re-measured)
+    RESULT = "params, gmacs, gmacs_dense, gmacs_sparse"
 
     def __init__(self, cache_root, label, cfg_file, frame):
         super().__init__(cache_root, label, {"cfg_file": _rel(cfg_file), "config": resolved_config(cfg_file),
-                                             "frame": _rel(frame), "frame_input": FRAME_INPUT})
+                                             "frame": _rel(frame), "frame_input": FRAME_INPUT,
+                                             "result": self.RESULT})
         self.cfg_file, self.frame = cfg_file, frame
 
     def execute(self, log):
         from benchmark import complexity
 
         res = complexity.measure(self.cfg_file, self.frame)
-        return {"params_m": res["params_M"], "gmacs": res["gmacs"], "num_voxels": res["num_voxels"],
-                "frame": _rel(self.frame)}
+        return {"params_m": res["params_M"], "gmacs": res["gmacs"], "gmacs_dense": res["gmacs_dense"],
+                "gmacs_sparse": res["gmacs_sparse"], "num_voxels": res["num_voxels"], "frame": _rel(self.frame)}
 
 
 class Latency(Experiment):

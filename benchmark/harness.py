@@ -17,7 +17,8 @@ What each measure contributes (a row's metrics are its ``PAPER`` keys plus these
   dataset class declares (``metric_value``), so nothing here knows a dataset.
 * paper reference rows (``REFERENCE``): never run; their figures are printed with the reason.
 * ``complexity``: params and GMACs of the row's model (the deployed student) on the preset's frame.
-* ``latency``: all rows' models in one round-robin run; ``speedup`` = reference row / this row.
+* ``latency``: all rows' models in one round-robin run; ``speedup`` = reference row / this row, the
+  reference being the teacher row of the row's own teacher config (else ``REFERENCE_ROW``).
 * ``training_cost``: training-step medians of :mod:`benchmark.kd_overhead` (no KD, plain feature KD,
   PointDistiller) on the table's PointDistiller config, the KNN share, and the wall time of one
   real training epoch of each row's config (``train_stats.json``).
@@ -36,7 +37,7 @@ from benchmark.results_csv import cell, write_table_csv
 from pcdet.utils.paths import REPO_ROOT
 
 DEFAULT_METRICS = {
-    "complexity": ["gflops", "params_m"],
+    "complexity": ["gflops", "gflops_dense", "gflops_sparse", "params_m"],
     "latency": ["latency_ms"],
     "training_cost": ["step_s", "epoch_s", "step_ratio_vs_featurekd"],
 }
@@ -386,6 +387,24 @@ def check_gate(plan, teacher, student):
     return record
 
 
+#: complexity metric of a table -> key of benchmark.complexity's result (dense: what the papers' counter
+#: counts; sparse: the sparse convolutions' MACs from their rulebooks; gflops: both)
+COMPLEXITY_KEYS = {"gflops": "gmacs", "gflops_dense": "gmacs_dense", "gflops_sparse": "gmacs_sparse",
+                   "params_m": "params_m"}
+
+
+def speedup_reference(table, row, plan):
+    """The row a row's ``speedup`` is measured against: the teacher row of the same teacher config (a
+    SECOND student against the SECOND teacher, as the paper's speed-ups are), else ``REFERENCE_ROW``
+    (default: the first row); None when that row did not run."""
+    cfg = registry.teacher_config(table, plan.preset, row)
+    own = next((r for r in table["ROWS"] if r.get("TEACHER") and r["NAME"] in plan.row_exps
+                and registry.teacher_config(table, plan.preset, r) == cfg), None)
+    name = own["NAME"] if own else (table.get("REFERENCE_ROW") or table["ROWS"][0]["NAME"])
+    ref = next((r for r in table["ROWS"] if r["NAME"] == name), None)
+    return ref if ref is not None and ref["NAME"] in plan.row_exps else None
+
+
 def table_cells(plan):
     """The CSV lines of the table: every row, paper figures and what the experiments measured."""
     t, note = plan.table, plan.dataset_note()
@@ -394,8 +413,6 @@ def table_cells(plan):
     lat_res = lat.result() if lat else None
     ko = plan.table_exps.get("kd_overhead")
     ko_res = ko.result() if ko else None
-    ref_name = t.get("REFERENCE_ROW") or t["ROWS"][0]["NAME"]
-    ref_row = next((r for r in t["ROWS"] if r["NAME"] == ref_name), None)
     lines = []
     for r in t["ROWS"]:
         exps = plan.row_exps.get(r["NAME"], {})
@@ -407,15 +424,15 @@ def table_cells(plan):
                 values = [plan.score(res, metric) for res in results]
                 source = [res["run_dir"] for res in results]
                 how = dict(_how_trained(results), values=values, seeds=[e.seed for e in exps["accuracy"]])
-            elif exps and metric in ("gflops", "params_m") and exps.get("complexity"):
+            elif exps and metric in COMPLEXITY_KEYS and exps.get("complexity"):
                 res = exps["complexity"].result()
-                values, source = [res["gmacs"] if metric == "gflops" else res["params_m"]], res["source"]
+                values, source = [res[COMPLEXITY_KEYS[metric]]], res["source"]
             elif exps and metric == "latency_ms" and lat_res:
                 key = _rel(registry.config_paths(t, r, plan.preset)[0])
                 values, source = [lat_res["median_ms"][key]], lat_res["source"]
-            elif exps and metric == "speedup" and lat_res and ref_row is not None and ref_row["NAME"] in plan.row_exps:
+            elif exps and metric == "speedup" and lat_res and speedup_reference(t, r, plan) is not None:
                 key = _rel(registry.config_paths(t, r, plan.preset)[0])
-                ref_key = _rel(registry.config_paths(t, ref_row, plan.preset)[0])
+                ref_key = _rel(registry.config_paths(t, speedup_reference(t, r, plan), plan.preset)[0])
                 values, source = [lat_res["median_ms"][ref_key] / lat_res["median_ms"][key]], lat_res["source"]
             elif exps and metric in ("step_s", "step_ratio_vs_featurekd", "knn_share") and ko_res and r.get("VARIANT"):
                 steps = ko_res["step_s"]

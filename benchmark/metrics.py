@@ -13,7 +13,11 @@ METRICS = {
     "bev_map": (KITTI_AP_UNIT, "BEV mAP, mean of Car/Pedestrian/Cyclist moderate AP"),
     "3d_map": (KITTI_AP_UNIT, "3D mAP, mean of Car/Pedestrian/Cyclist moderate AP"),
     # model cost
-    "gflops": ("GMACs", "multiply-accumulates of one forward (the papers' 'FLOPs')"),
+    "gflops": ("GMACs", "multiply-accumulates of one forward (the papers' 'FLOPs'), sparse convolutions included"),
+    "gflops_dense": ("GMACs", "multiply-accumulates of the dense layers only: what the papers' counter counts "
+                              "(it counts sparse 3D convolutions as 0)"),
+    "gflops_sparse": ("GMACs", "multiply-accumulates of the sparse 3D convolutions (from their rulebooks' "
+                               "neighbour pairs; frame-dependent)"),
     "params_m": ("M", "parameters of the deployed model"),
     "latency_ms": ("ms", "forward latency of one frame (median)"),
     "speedup": ("x", "latency of the reference row / latency of this row"),

@@ -33,8 +33,8 @@ def test_list_names_all_sixteen_tables_and_what_the_others_wait_for(capsys):
     assert set(lines) == set(registry.TABLE_IDS) and len(registry.TABLE_IDS) == 18  # 16 of the papers + 2 paired
     for tid, line in lines.items():
         assert line.split()[1] == ("yes" if tid in RUNNABLE_NOW else "no"), line
-    assert "detector:SECOND" in out and "segmentation:SPVCNN" in out and "segmentation:MinkUNet" in out
-    assert "segmentation:Cylinder3D" not in out
+    assert "detector:PointRCNN" in out and "segmentation:SPVCNN" in out and "segmentation:MinkUNet" in out
+    assert "segmentation:Cylinder3D" not in out and "detector:SECOND" not in out
 
 
 def test_every_table_follows_the_schema(tables):
@@ -59,8 +59,8 @@ def test_unknown_keys_and_metrics_are_errors_naming_the_file(tmp_path):
 
 def test_runnable_status_comes_from_the_code_registries(tables, paper, monkeypatch):
     ok, status = registry.table_status(tables["pd_t1"], paper)
-    assert "PointPillars 4x, PointDistiller" in ok and "SECOND 4x, PointDistiller" not in ok
-    assert "detector:SECOND" in status["SECOND 4x, PointDistiller"]
+    assert "PointPillars 4x, PointDistiller" in ok and "SECOND 4x, PointDistiller" in ok
+    assert "PointRCNN 8x, PointDistiller" not in ok and "detector:PointRCNN" in status["PointRCNN 8x, PointDistiller"]
     caps = registry.capabilities() - {"kd:PointDistiller"}
     ok, status = registry.table_status(tables["pd_t5"], paper, caps)
     assert ok == ["LD no, RL no (4x student, no KD)"] or not ok  # the table itself needs kd:PointDistiller
@@ -85,30 +85,50 @@ def test_paper_preset_carries_the_papers_settings_exactly(tables, paper):
               "pointpillar_16x": (16, [16, 32, 64], [32, 32, 32])}
     layers = {"pointpillar_l8": [2, 3, 3], "pointpillar_l5": [1, 2, 2], "pointpillar_l3": [1, 1, 1]}
     pd_settings = {"pointpillar_4x": (6000, 128, 1e-2), "pointpillar_16x": (12000, 128, 1e-4)}
+    second = {"second": ([16, 16, 32, 64, 64], 128, [128, 256]), "second_4x": ([8, 8, 16, 32, 32], 64, [64, 128]),
+              "second_16x": ([4, 4, 8, 16, 16], 32, [32, 64])}
     seen = set()
     for tid in ("pd_t1", "pd_t2", "pd_t5", "pd_app_t3", "pd_app_t2", "pd_app_d2"):
         for row, cfg in _paper_cfgs(tables, paper, tid):
             seen.add((tid, row["NAME"]))
             m = row["MODEL"]
-            vfe, bb = cfg.MODEL.VFE.NUM_FILTERS[0], cfg.MODEL.BACKBONE_2D
-            if m in widths:
-                assert (vfe, list(bb.NUM_FILTERS), list(bb.NUM_UPSAMPLE_FILTERS)) == widths[m], (tid, row["NAME"])
-                assert list(bb.LAYER_NUMS) == [3, 5, 5]
-            else:
-                assert (vfe, list(bb.NUM_FILTERS)) == (64, [64, 128, 256]) and list(bb.LAYER_NUMS) == layers[m]
-            assert cfg.DATA_CONFIG.DATA_PATH == "data/kitti"
-            assert cfg.DATA_CONFIG.DATA_PROCESSOR[-1].VOXEL_SIZE == [0.16, 0.16, 4]
+            bb = cfg.MODEL.BACKBONE_2D
             opt = cfg.OPTIMIZATION
-            assert (opt.OPTIMIZER, opt.LR, opt.FINAL_LR, opt.NUM_EPOCHS) == ("adamw_onecycle", 1e-3, 1e-7, 80)
+            if m in second:  # SECOND: every width scaled, the 3D encoder's included
+                w3d, out, bev = second[m]
+                assert (list(cfg.MODEL.BACKBONE_3D.WIDTHS), cfg.MODEL.BACKBONE_3D.OUT_CHANNELS) == (w3d, out)
+                assert (list(bb.NUM_FILTERS), list(bb.LAYER_NUMS)) == (bev, [5, 5])
+                assert cfg.DATA_CONFIG.DATA_PROCESSOR[-1].VOXEL_SIZE == [0.05, 0.05, 0.1]
+                # students: the appendix's 1e-3; the teacher: the release's 1.8e-3
+                assert (opt.OPTIMIZER, opt.LR, opt.FINAL_LR, opt.NUM_EPOCHS) == (
+                    "adamw_onecycle", 1.8e-3 if m == "second" else 1e-3, 1e-7, 80)
+            else:
+                vfe = cfg.MODEL.VFE.NUM_FILTERS[0]
+                if m in widths:
+                    assert (vfe, list(bb.NUM_FILTERS), list(bb.NUM_UPSAMPLE_FILTERS)) == widths[m], (tid, row["NAME"])
+                    assert list(bb.LAYER_NUMS) == [3, 5, 5]
+                else:
+                    assert (vfe, list(bb.NUM_FILTERS)) == (64, [64, 128, 256]) and list(bb.LAYER_NUMS) == layers[m]
+                assert cfg.DATA_CONFIG.DATA_PROCESSOR[-1].VOXEL_SIZE == [0.16, 0.16, 4]
+                assert (opt.OPTIMIZER, opt.LR, opt.FINAL_LR, opt.NUM_EPOCHS) == ("adamw_onecycle", 1e-3, 1e-7, 80)
+            assert cfg.DATA_CONFIG.DATA_PATH == "data/kitti"
             assert opt.WEIGHT_DECAY > 0 and opt.GRAD_NORM_CLIP > 0  # L2 regularisation, gradient clipping
             augs = {a.NAME: a for a in cfg.DATA_CONFIG.DATA_AUGMENTOR.AUG_CONFIG_LIST}
             assert {"random_world_flip", "random_world_rotation"} <= set(augs)
             procs = {p.NAME: p for p in cfg.DATA_CONFIG.DATA_PROCESSOR}
             assert procs["shuffle_points"].SHUFFLE_ENABLED["train"] is True
-            if row.get("KD"):
+            if row.get("KD") and m in second:
+                teacher = cfg.KD.TEACHER.MODEL
+                assert list(teacher.BACKBONE_3D.WIDTHS) == [16, 16, 32, 64, 64]
+                assert list(teacher.BACKBONE_2D.NUM_FILTERS) == [128, 256]
+                # the release's get_knn_voxel_backbone: both BEV levels, N 256, K 256 (4x) / 128 (16x), tau 1e-4
+                assert [(e.NAME, e.FEATURE, e.IMPORTANCE, e.N, e.K, e.TAU, e.ADAPTER_CHANNELS) for e in cfg.KD.METHODS] == [
+                    ("PointDistiller", f, "channel_max", 256, 128 if m == "second_16x" else 256, 1e-4, 32)
+                    for f in ("spatial_features_1x", "spatial_features_2x")]
+            elif row.get("KD"):
                 teacher = cfg.KD.TEACHER.MODEL
                 assert teacher.VFE.NUM_FILTERS == [64] and list(teacher.BACKBONE_2D.LAYER_NUMS) == [3, 5, 5]
-            if (row.get("KD") or "").startswith("pointdistiller"):
+            if (row.get("KD") or "").startswith("pointdistiller") and m not in second:
                 pd = cfg.KD.METHODS[0]
                 assert pd.NAME == "PointDistiller" and pd.FEATURE == "pillar_features" and pd.IMPORTANCE == "num_points"
                 n, k, tau = pd_settings.get(m, (6000, 128, 1e-2))
@@ -119,7 +139,7 @@ def test_paper_preset_carries_the_papers_settings_exactly(tables, paper):
                 assert pd.get("LD_LOSS", "mean_square") == form
                 assert pd.LOCAL_DISTILLATION == (row["KD"] != "pointdistiller_rl_only")
                 assert pd.REWEIGHT == (row["KD"] != "pointdistiller_ld_only")
-    assert len(seen) == 5 + 5 + 4 + 7 + 2 + 3
+    assert len(seen) == 10 + 10 + 4 + 7 + 4 + 3  # PointPillars and SECOND rows
     # the schedule really runs AdamW from 1e-3 (peak) down to 1e-7 at the last step
     cfg = _paper_cfgs(tables, paper, "pd_app_t3")[1][1]
     model = torch.nn.Linear(2, 2)
