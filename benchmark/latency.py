@@ -1,7 +1,7 @@
 """End-to-end and per-module inference latency of one or more detectors on one frame.
 
     python -m benchmark.latency --cfg_file A --cfg_file B ... [--frame PATH] [--device cpu|cuda]
-                                [--runs 30] [--warmup 5] [--csv OUT]
+                                [--runs 30] [--warmup 5] [--runtime eager] [--runtime onnxruntime] [--csv OUT]
 
 End to end = voxelisation (the config's data processor) + collation + transfer + model forward
 including post-processing (NMS) = "voxelisation to boxes". Per module = forward hooks around each
@@ -16,6 +16,14 @@ them, and sparse-convolution) and MAC ratios over the first (``benchmark.complex
 folded into the preceding layers and channels-last 2D convolutions
 (``pcdet.models.model_utils.inference_utils``; outputs unchanged, tested). ``--mode eval`` times
 the plain eval-mode PyTorch modules.
+
+``--runtime onnxruntime`` (repeatable with ``eager``, the default) runs each detector's dense part,
+from the scattered BEV map to the head maps, in ONNX Runtime (exported from the prepared model,
+:mod:`pcdet.models.model_utils.onnx_utils`; ``TensorrtExecutionProvider`` / ``CUDAExecutionProvider``
+on CUDA when installed) and the rest (voxelisation, VFE / scatter or sparse encoder, box decoding,
+NMS) in PyTorch; its stage ``dense_part_ort`` is the session's run. Every (model, runtime) pair is
+timed in the same round-robin, and each speed-up is over the first model *of the same runtime*.
+ONNX Runtime gets as many intra-op threads as torch has.
 """
 import argparse
 import sys
@@ -63,7 +71,7 @@ class _Timer:
 
 
 class _Model:
-    def __init__(self, cfg_file, frame, device, mode="deploy"):
+    def __init__(self, cfg_file, frame, device, mode="deploy", runtime="eager"):
         self.cfg = load_experiment_cfg(cfg_file)
         self.name = experiment_name(cfg_file)
         self.dataset = PointCloudFileDataset(self.cfg.DATA_CONFIG, self.cfg.CLASS_NAMES, [frame])
@@ -77,22 +85,64 @@ class _Model:
             cx["gmacs"], cx["gmacs_dense"], cx["gmacs_sparse"], cx["params_M"])
         self.points = self.dataset.load_points(frame)
         self.device = device
+        self.runtime = runtime
         self.timer = _Timer(self.model, device)
+        self.runner = self.model
+        if runtime == "onnxruntime":
+            self.runner = _OrtRunner(self.model, self._batch(), device)
+        elif runtime != "eager":
+            raise ValueError(f"latency runtime {runtime!r}: use eager or onnxruntime")
         self.records = []
+
+    def _batch(self):
+        sample = self.dataset.prepare_data({"points": self.points.copy(), "frame_id": "latency"})
+        return load_data_to_device(self.dataset.collate_batch([sample]), self.device)
 
     def run_once(self):
         t = self.timer
+        t.times = {}
         t0 = t.now()
-        sample = self.dataset.prepare_data({"points": self.points.copy(), "frame_id": "latency"})
-        batch = load_data_to_device(self.dataset.collate_batch([sample]), self.device)
+        batch = self._batch()
         t1 = t.now()
         with torch.no_grad():
-            self.model(batch)
+            self.runner(batch)
         t2 = t.now()
         rec = {"voxelisation": t1 - t0, "end_to_end": t2 - t0}
         rec.update(t.times)
-        rec["post_processing"] = (t2 - t1) - sum(t.times.values())
+        if self.runtime == "onnxruntime":
+            rec["dense_part_ort"] = self.runner.last_dense_s
+        rec["post_processing"] = (t2 - t1) - sum(v for k, v in rec.items() if k not in ("voxelisation", "end_to_end"))
         return rec
+
+
+class _OrtRunner:
+    """The model with its dense part in ONNX Runtime; ``last_dense_s`` times the session's run."""
+
+    def __init__(self, model, sample_batch, device):
+        from pcdet.models.model_utils.onnx_utils import DENSE_INPUT_KEY, OnnxRuntimeDetector, modules_before_dense_part
+
+        with torch.no_grad():
+            b = dict(sample_batch)
+            for m in modules_before_dense_part(model):
+                b = m(b)
+        providers = (["TensorrtExecutionProvider", "CUDAExecutionProvider"] if device.type == "cuda" else []) + [
+            "CPUExecutionProvider"]
+        self.ort = OnnxRuntimeDetector(model, b[DENSE_INPUT_KEY], threads=torch.get_num_threads(), providers=providers)
+        self.device, self.last_dense_s = device, 0.0
+        inner = self.ort.dense_part
+
+        def timed(x):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            out = inner(x)
+            self.last_dense_s = time.perf_counter() - t0
+            return out
+
+        self.ort.dense_part = timed
+
+    def __call__(self, batch):
+        return self.ort(batch)
 
 
 def _stats(values):
@@ -101,10 +151,10 @@ def _stats(values):
     return med, q3 - q1
 
 
-def measure(cfg_files, frame=None, device="cpu", runs=30, warmup=5, mode="deploy"):
+def measure(cfg_files, frame=None, device="cpu", runs=30, warmup=5, mode="deploy", runtimes=("eager",)):
     device = resolve_device(device)
     frame = Path(frame) if frame else default_frame()
-    models = [_Model(c, frame, device, mode) for c in cfg_files]
+    models = [_Model(c, frame, device, mode, rt) for rt in runtimes for c in cfg_files]
     for _ in range(warmup):
         for m in models:
             m.run_once()
@@ -112,24 +162,27 @@ def measure(cfg_files, frame=None, device="cpu", runs=30, warmup=5, mode="deploy
         for m in models:
             m.records.append(m.run_once())
     rows = []
-    base = None
-    base_macs, base_dense = models[0].gmacs, models[0].gmacs_dense
+    base = {}
+    firsts = {}
     for m in models:
+        firsts.setdefault(m.runtime, m)
+    for m in models:
+        first = firsts[m.runtime]
         stages = list(m.records[0].keys())
         for stage in stages:
             med, iqr = _stats([r[stage] for r in m.records])
-            row = {"model": m.name, "stage": stage, "median_ms": round(med, 3), "iqr_ms": round(iqr, 3),
-                   "runs": runs, "device": str(device), "mode": mode, "frame": frame.name,
+            row = {"model": m.name, "runtime": m.runtime, "stage": stage, "median_ms": round(med, 3),
+                   "iqr_ms": round(iqr, 3), "runs": runs, "device": str(device), "mode": mode, "frame": frame.name,
                    "speedup_vs_first": "", "gmacs": "", "mac_ratio_vs_first": "", "params_m": "", "gmacs_dense": "",
                    "gmacs_sparse": "", "dense_mac_ratio_vs_first": ""}
             if stage == "end_to_end":
-                base = med if base is None else base
-                row["speedup_vs_first"] = round(base / med, 3)
+                base.setdefault(m.runtime, med)
+                row["speedup_vs_first"] = round(base[m.runtime] / med, 3)
                 row["gmacs"] = round(m.gmacs, 3)
-                row["mac_ratio_vs_first"] = round(base_macs / m.gmacs, 3)
+                row["mac_ratio_vs_first"] = round(first.gmacs / m.gmacs, 3)
                 row.update(params_m=round(m.params_m, 4), gmacs_dense=round(m.gmacs_dense, 3),
                            gmacs_sparse=round(m.gmacs_sparse, 3),
-                           dense_mac_ratio_vs_first=round(base_dense / m.gmacs_dense, 3))
+                           dense_mac_ratio_vs_first=round(first.gmacs_dense / m.gmacs_dense, 3))
             rows.append(row)
     return rows
 
@@ -143,14 +196,18 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--mode", choices=["deploy", "eval"], default="deploy",
                    help="deploy: BatchNorm folded, channels-last (default); eval: plain eval-mode modules")
+    p.add_argument("--runtime", action="append", choices=["eager", "onnxruntime"], default=None,
+                   help="repeat to time several runtimes in one run (default: eager)")
     p.add_argument("--csv", default=None, help="write all rows here")
     args = p.parse_args(argv)
     if args.frame is None and not default_frame().is_file():
         sys.exit(f"no --frame given and the default real frame {default_frame()} is absent")
-    rows = measure(args.cfg_file, args.frame, args.device, args.runs, args.warmup, args.mode)
-    print(f"{'model':40s} {'stage':22s} {'median ms':>10s} {'IQR ms':>8s} {'speed-up':>8s} {'GMACs':>7s} {'MAC ratio':>9s}")
+    rows = measure(args.cfg_file, args.frame, args.device, args.runs, args.warmup, args.mode,
+                   tuple(args.runtime or ["eager"]))
+    print(f"{'model':40s} {'runtime':12s} {'stage':22s} {'median ms':>10s} {'IQR ms':>8s} {'speed-up':>8s} "
+          f"{'GMACs':>7s} {'MAC ratio':>9s}")
     for r in rows:
-        print(f"{r['model']:40s} {r['stage']:22s} {r['median_ms']:10.2f} {r['iqr_ms']:8.2f} "
+        print(f"{r['model']:40s} {r['runtime']:12s} {r['stage']:22s} {r['median_ms']:10.2f} {r['iqr_ms']:8.2f} "
               f"{str(r['speedup_vs_first']):>8s} {str(r['gmacs']):>7s} {str(r['mac_ratio_vs_first']):>9s}")
     if args.csv:
         write_rows(args.csv, rows)

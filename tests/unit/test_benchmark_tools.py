@@ -83,3 +83,16 @@ def test_point_files_of_kitti_get_the_camera_fov_crop_of_training(real_kitti, tm
     alone.parent.mkdir()
     shutil.copy(frame, alone)
     assert len(PointCloudFileDataset(cfg.DATA_CONFIG, cfg.CLASS_NAMES, [alone]).load_points(alone)) == len(pts)
+
+
+def test_latency_eager_and_onnxruntime_in_one_run(real_kitti):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (requirements.txt installs it)")
+    frame = real_kitti / "training" / "velodyne" / "000000.bin"
+    cfgs = [SYN / "pointpillar_16x.yaml", SYN / "pointpillar_16x.yaml"]
+    rows = latency.measure(cfgs, frame, device="cpu", runs=2, warmup=1, runtimes=("eager", "onnxruntime"))
+    e2e = {(r["runtime"], i % 2): r for i, r in enumerate(r for r in rows if r["stage"] == "end_to_end")}
+    assert set(e2e) == {("eager", 0), ("eager", 1), ("onnxruntime", 0), ("onnxruntime", 1)}
+    assert e2e["onnxruntime", 0]["speedup_vs_first"] == 1.0  # each runtime against its own first model
+    ort_stages = {r["stage"] for r in rows if r["runtime"] == "onnxruntime"}
+    assert "dense_part_ort" in ort_stages and "backbone_2d" not in ort_stages and "vfe" in ort_stages
+    assert all(r["median_ms"] > 0 for r in rows if r["stage"] == "dense_part_ort")

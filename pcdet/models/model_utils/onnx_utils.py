@@ -1,0 +1,139 @@
+"""ONNX export of a BEV detector's dense part and inference through ONNX Runtime.
+
+A deployment runtime cannot run everything of a LiDAR detector: point grouping, voxelisation, the
+pillar scatter and spconv's sparse convolutions have no ONNX operators (deployments such as NVIDIA's
+CUDA-PointPillars keep them as custom kernels in front of the TensorRT engine). What it runs is the
+dense part, from the scattered BEV map ``spatial_features`` (PointPillars: the PointPillarScatter
+output; SECOND: the HeightCompression output) to the head's raw maps:
+
+    spatial_features (B, C, ny, nx) -> backbone_2d -> dense head 1x1 convs
+        -> cls_preds, box_preds[, dir_cls_preds]  (B, ny', nx', A * k), as the head writes them
+
+:func:`export_dense_part` exports that module (:class:`DenseBEVPart`) with ``torch.onnx.export``;
+:class:`OnnxRuntimeDetector` runs a detector with it: the modules before ``backbone_2d`` in PyTorch,
+the dense part in an ONNX Runtime session, then the head's box decoding and the detector's
+post-processing (NMS) in PyTorch, so its predictions are the detector's own (tested to a stated
+tolerance). ``providers`` chooses the execution providers; ``TensorrtExecutionProvider`` (ONNX
+Runtime's TensorRT path) is used when it is installed and asked for, CPU otherwise.
+"""
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+#: the slot the exported part starts at, and the key it reads
+DENSE_INPUT_KEY = "spatial_features"
+OUTPUT_NAMES = ("cls_preds", "box_preds", "dir_cls_preds")
+
+
+class OnnxExportError(RuntimeError):
+    pass
+
+
+class DenseBEVPart(nn.Module):
+    """``spatial_features`` -> (cls_preds, box_preds[, dir_cls_preds]) of ``detector`` (shared modules, no copy)."""
+
+    def __init__(self, detector):
+        super().__init__()
+        head = getattr(detector, "dense_head", None)
+        if getattr(detector, "backbone_2d", None) is None or head is None or not hasattr(head, "conv_cls"):
+            raise OnnxExportError(f"{type(detector).__name__}: the ONNX export covers BEV detectors with a "
+                                  f"backbone_2d and an anchor head (conv_cls / conv_box)")
+        self.backbone_2d, self.head = detector.backbone_2d, head
+
+    @property
+    def output_names(self):
+        return list(OUTPUT_NAMES[:3 if self.head.conv_dir_cls is not None else 2])
+
+    def forward(self, spatial_features):
+        x = self.backbone_2d({DENSE_INPUT_KEY: spatial_features})["spatial_features_2d"]
+        h = self.head
+        outs = [h.conv_cls(x).permute(0, 2, 3, 1), h.conv_box(x).permute(0, 2, 3, 1)]
+        if h.conv_dir_cls is not None:
+            outs.append(h.conv_dir_cls(x).permute(0, 2, 3, 1))
+        return tuple(o.contiguous() for o in outs)
+
+
+def modules_before_dense_part(detector):
+    """The detector's modules that run in PyTorch, in order (those before ``backbone_2d``)."""
+    names = list(detector.module_topology)
+    if "backbone_2d" not in names:
+        raise OnnxExportError(f"{type(detector).__name__} has no backbone_2d slot to export from")
+    mods = [getattr(detector, n) for n in names[:names.index("backbone_2d")]]
+    after = [n for n in names[names.index("dense_head") + 1:] if getattr(detector, n, None) is not None]
+    if after:
+        raise OnnxExportError(f"{type(detector).__name__}: modules after the dense head ({after}) are not exported")
+    return [m for m in mods if m is not None]
+
+
+def export_dense_part(detector, spatial_features, path, opset=17):
+    """Export :class:`DenseBEVPart` of ``detector`` (eval mode) traced on ``spatial_features`` to ``path``,
+    with a dynamic batch axis; returns the path. Uses TorchScript-based export (no graph rewrites),
+    whose ONNX graph holds the same convolutions as the module."""
+    part = DenseBEVPart(detector).eval()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(part, (spatial_features.float().contiguous(),), str(path), input_names=[DENSE_INPUT_KEY],
+                          output_names=part.output_names, opset_version=opset, dynamo=False,
+                          dynamic_axes={DENSE_INPUT_KEY: {0: "batch"}, **{n: {0: "batch"} for n in part.output_names}})
+    return path
+
+
+def _session(path, threads, providers):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    available = ort.get_available_providers()
+    chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available] or ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
+
+
+class OnnxRuntimeDetector:
+    """A detector whose dense part runs in ONNX Runtime: ``__call__(batch_dict)`` returns what the
+    detector's eval-mode forward returns (``pred_dicts, recall_dict``).
+
+    ``detector`` must be in eval mode (a :func:`prepare_for_inference` copy is fine: its folded
+    layers are what gets exported). ``spatial_features`` is a sample input for the export (shape and
+    dtype); ``path`` where the model is written (default: a temporary folder's ``dense.onnx``).
+    """
+
+    def __init__(self, detector, spatial_features, path=None, threads=None, providers=None):
+        import tempfile
+
+        if detector.training:
+            raise OnnxExportError("export an eval-mode detector (model.eval())")
+        self.detector = detector
+        self.front = modules_before_dense_part(detector)
+        self._tmp = None
+        if path is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="pcdet_onnx_")
+            path = Path(self._tmp.name) / "dense.onnx"
+        self.path = export_dense_part(detector, spatial_features, path)
+        self.session = _session(self.path, threads if threads is not None else torch.get_num_threads(), providers)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.providers = self.session.get_providers()
+
+    def dense_part(self, spatial_features):
+        """ONNX Runtime's outputs for ``spatial_features`` as torch tensors, keyed by output name."""
+        feed = {DENSE_INPUT_KEY: spatial_features.detach().float().contiguous().cpu().numpy()}
+        outs = self.session.run(self.output_names, feed)
+        return {n: torch.from_numpy(np.ascontiguousarray(o)).to(spatial_features.device)
+                for n, o in zip(self.output_names, outs)}
+
+    @torch.no_grad()
+    def __call__(self, batch_dict):
+        for m in self.front:
+            batch_dict = m(batch_dict)
+        maps = self.dense_part(batch_dict[DENSE_INPUT_KEY])
+        batch_dict.update(maps)
+        head = self.detector.dense_head
+        cls, box = head.generate_predicted_boxes(batch_size=batch_dict["batch_size"], cls_preds=maps["cls_preds"],
+                                                 box_preds=maps["box_preds"], dir_cls_preds=maps.get("dir_cls_preds"))
+        batch_dict.update(batch_cls_preds=cls, batch_box_preds=box, cls_preds_normalized=False)
+        return self.detector.post_processing(batch_dict)

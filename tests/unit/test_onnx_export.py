@@ -1,0 +1,90 @@
+"""ONNX export of the dense part (scattered BEV map -> head maps) and ONNX Runtime inference: the
+runtime's head maps equal PyTorch's (max abs difference <= 1e-4 x the largest map value, fp32 on CPU),
+and after decoding and NMS the same number of boxes survive (to 2%) with the same top scores (to 1e-4),
+for PointPillars and SECOND, in eval and deploy (BatchNorm folded) mode."""
+import pytest
+import torch
+
+from pcdet.models import build_network
+from pcdet.models.model_utils.inference_utils import prepare_for_inference
+from pcdet.train_utils.experiment import load_experiment_cfg
+from pcdet.utils.paths import REPO_ROOT
+from tests.helpers import fake_dataset, random_batch
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (requirements.txt installs it)")
+from pcdet.models.model_utils.onnx_utils import DenseBEVPart, OnnxExportError, OnnxRuntimeDetector  # noqa: E402
+
+KITTI = REPO_ROOT / "tools" / "cfgs" / "kitti_models"
+TOL = 1e-4
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _randomise_bn2d(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+
+
+def _model_and_batch(name):
+    rng = "[0, -6.4, -3, 12.8, 6.4, 1]"
+    cfg = load_experiment_cfg(KITTI / f"{name}.yaml", ["DATA_CONFIG.POINT_CLOUD_RANGE", rng])
+    vs = tuple(cfg.DATA_CONFIG.DATA_PROCESSOR[-1].VOXEL_SIZE)
+    ds = fake_dataset(cfg, training=False, voxel=vs)
+    torch.manual_seed(0)
+    model = build_network(cfg.MODEL, 3, ds)
+    _randomise_bn2d(model)
+    # head biases that make some anchors score above the threshold, so NMS has boxes to keep
+    with torch.no_grad():
+        model.dense_head.conv_cls.bias.fill_(-1.0)
+    model.eval()
+    grid = ds.data_processor.grid_size
+    if name.startswith("second"):
+        from tests.unit.test_second_kd import voxel_batch
+
+        batch = voxel_batch(grid)
+    else:
+        batch = random_batch(grid)
+    batch.pop("gt_boxes")
+    return model, batch
+
+
+def _clone(batch):
+    return {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("name", ["pointpillar_16x", "second_16x"])
+@pytest.mark.parametrize("mode", ["eval", "deploy"])
+def test_onnx_runtime_equals_pytorch(name, mode, tmp_path):
+    model, batch = _model_and_batch(name)
+    if mode == "deploy":
+        model = prepare_for_inference(model)
+    ref_batch = _clone(batch)
+    with torch.no_grad():
+        ref_preds, _ = model(ref_batch)
+    ort_model = OnnxRuntimeDetector(model, ref_batch["spatial_features"], path=tmp_path / "dense.onnx", threads=1)
+    assert (tmp_path / "dense.onnx").is_file() and ort_model.providers[0] == "CPUExecutionProvider"
+    maps = ort_model.dense_part(ref_batch["spatial_features"])
+    for key in ort_model.output_names:
+        ref = ref_batch[key]
+        assert maps[key].shape == ref.shape, key
+        assert (maps[key] - ref).abs().max().item() <= TOL * ref.abs().max().item(), key
+    preds, _ = ort_model(_clone(batch))
+    # Boxes after decoding and NMS: with random weights neighbouring anchors score within rounding of
+    # each other, so which of two near-equal boxes NMS keeps can flip between the runtimes; what
+    # cannot change is how many boxes survive (to 2%) and the sorted scores at the top.
+    assert all(len(p["pred_boxes"]) > 20 for p in ref_preds), [len(p["pred_boxes"]) for p in ref_preds]
+    for p, r in zip(preds, ref_preds):
+        assert abs(len(p["pred_scores"]) - len(r["pred_scores"])) <= 0.02 * len(r["pred_scores"])
+        top_p, top_r = p["pred_scores"].sort(descending=True)[0][:20], r["pred_scores"].sort(descending=True)[0][:20]
+        assert torch.allclose(top_p, top_r, atol=1e-4)
+
+
+def test_export_refuses_a_model_without_a_bev_head():
+    with pytest.raises(OnnxExportError, match="backbone_2d"):
+        DenseBEVPart(torch.nn.Module())
