@@ -2,7 +2,9 @@
 #   make setup   create .venv, install everything (CPU build of torch + spconv by default) and
 #                compile the numba kernels once (their machine code is cached for every later run)
 #   make test    setup + the test suite
-#   make lint    setup + ruff (ruff.toml), as CI runs it before the tests
+#   make lint    setup + the linters of requirements-lint.txt, as CI runs them before the tests: ruff
+#                (ruff.toml), hadolint on the Dockerfiles (.hadolint.yaml), the workflows against GitHub's
+#                workflow schema (vendored in check-jsonschema) and shellcheck on their shell steps and .ci/run
 #   make demo    setup + the main job on the embedded synthetic dataset (TASK=segmentation: the
 #                Cylinder3D teacher and 0.5x student on embedded SemanticKITTI)
 # GPU machines: `make setup CUDA=1` installs spconv-cu118 instead of the CPU spconv build;
@@ -19,6 +21,7 @@ SPCONV_SPEC ?= spconv
 endif
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed-$(CUDA)
+LINT_STAMP := $(VENV)/.installed-lint
 TASK       ?= detection
 DEMO_DIR   ?= $(if $(filter segmentation,$(TASK)),output/demo_segmentation,output/demo)
 
@@ -39,8 +42,16 @@ $(STAMP): setup.py requirements.txt Makefile
 test: setup
 	$(PY) -m pytest -q tests
 
-lint: setup
-	$(PY) -m ruff check pcdet benchmark tools tests
+$(LINT_STAMP): requirements-lint.txt $(STAMP)
+	$(PY) -m pip install -r requirements-lint.txt
+	touch $(LINT_STAMP)
+
+lint: setup $(LINT_STAMP)
+	$(PY) -m ruff check pcdet benchmark tools tests .ci
+	$(VENV)/bin/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) .ci/shellcheck_workflows.py
+	$(VENV)/bin/shellcheck .ci/run
 
 demo: setup
 ifeq ($(TASK),segmentation)
