@@ -3,12 +3,28 @@
 Real sample frames live outside the repository (never committed): ``PCDET_REALDATA`` or
 ``<repo>/../shared/realdata``. Tests that need them skip with a reason when the folder is absent,
 and fail when ``CI=true`` (CI always has them beside the clone).
+
+Tests marked ``gpu`` need a CUDA device: they are skipped with a reason where torch sees none (every
+CPU machine, the CPU CI job) and run on the GPU runners (``pytest -m gpu``).
 """
 
 import pytest
 import torch
 
 from tests.helpers import require_realdata as _require
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped with a reason without one)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; torch.cuda.is_available() is False on this machine")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture

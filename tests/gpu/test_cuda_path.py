@@ -1,0 +1,114 @@
+"""The CUDA path (``pytest -m gpu``; skipped with a reason on machines without CUDA): the detectors and
+the segmentor, the KD wrapper and every KD method of the KITTI experiments give on CUDA what they give
+on the CPU for the same weights and inputs. TF32 is switched off, so both devices compute in fp32; the
+tolerance is relative to each output's largest magnitude: 1e-4 for forwards (different summation
+orders), 1e-3 for losses (sums over many terms, sorting / top-k ties resolved alike)."""
+import copy
+
+import pytest
+import torch
+
+from pcdet.models import build_network
+from pcdet.train_utils.experiment import load_experiment_cfg
+from pcdet.utils.paths import REPO_ROOT
+from tests.helpers import fake_dataset, random_batch
+
+pytestmark = pytest.mark.gpu
+KITTI = REPO_ROOT / "tools" / "cfgs" / "kitti_models"
+SMALL = "[0, -6.4, -3, 12.8, 6.4, 1]"
+KD_CFGS = sorted((REPO_ROOT / "kd_cfgs" / "kitti").glob("*.yaml"))
+#: methods that draw random samples on the device (CRD's negatives, PVDDet's supervoxels): the CUDA and CPU
+#: generators differ, so their losses are compared for being finite only
+RANDOM_DRAWS = ("_crd", "_pvd_det")
+CUDA = torch.device("cuda")
+
+
+@pytest.fixture(autouse=True)
+def no_tf32():
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def _to(batch, device):
+    return {k: (v.to(device) if torch.is_tensor(v) else copy.deepcopy(v)) for k, v in batch.items()}
+
+
+def _batch(name, grid):
+    if name.startswith("second"):
+        from tests.unit.test_second_kd import voxel_batch
+
+        return voxel_batch(grid)
+    return random_batch(grid)
+
+
+def _close(a, b, rel):
+    a, b = a.detach().float().cpu(), b.detach().float().cpu()
+    return a.shape == b.shape and (a - b).abs().max().item() <= rel * max(b.abs().max().item(), 1e-12)
+
+
+@pytest.mark.parametrize("name", ["pointpillar_16x", "second_16x"])
+def test_detector_forward_and_loss_equal_the_cpu(name):
+    cfg = load_experiment_cfg(KITTI / f"{name}.yaml", ["DATA_CONFIG.POINT_CLOUD_RANGE", SMALL])
+    ds = fake_dataset(cfg, voxel=tuple(cfg.DATA_CONFIG.DATA_PROCESSOR[-1].VOXEL_SIZE))
+    torch.manual_seed(0)
+    cpu = build_network(cfg.MODEL, 3, ds)
+    gpu = copy.deepcopy(cpu).to(CUDA)
+    batch = _batch(name, ds.data_processor.grid_size)
+    b_cpu, b_gpu = _to(batch, "cpu"), _to(batch, CUDA)
+    cpu.train(), gpu.train()
+    l_cpu, l_gpu = cpu(b_cpu)[0]["loss"], gpu(b_gpu)[0]["loss"]
+    assert _close(l_gpu, l_cpu, 1e-3)
+    assert _close(b_gpu["spatial_features_2d"], b_cpu["spatial_features_2d"], 1e-4)
+    cpu.eval(), gpu.eval()
+    with torch.no_grad():
+        p_cpu, _ = cpu(_to(batch, "cpu"))
+        p_gpu, _ = gpu(_to(batch, CUDA))
+    for a, b in zip(p_gpu, p_cpu):
+        assert a["pred_boxes"].device.type == "cuda" and len(a["pred_boxes"]) == len(b["pred_boxes"])
+
+
+@pytest.mark.parametrize("path", KD_CFGS, ids=lambda p: p.stem)
+def test_kd_wrapper_and_method_losses_equal_the_cpu(path, tmp_path):
+    cfg = load_experiment_cfg(path, ["DATA_CONFIG.POINT_CLOUD_RANGE", SMALL,
+                                     "KD.TEACHER.DATA_CONFIG.POINT_CLOUD_RANGE", SMALL])
+    vs = tuple(cfg.DATA_CONFIG.DATA_PROCESSOR[-1].VOXEL_SIZE)
+    ds = fake_dataset(cfg, voxel=vs)
+    torch.manual_seed(1)
+    teacher = build_network(cfg.KD.TEACHER.MODEL, 3, ds)
+    torch.save({"model_state": teacher.state_dict()}, tmp_path / "t.pth")
+    cfg.KD.TEACHER.CKPT = str(tmp_path / "t.pth")
+    torch.manual_seed(0)
+    cpu = build_network(cfg.MODEL, 3, ds, kd_cfg=cfg.KD)
+    gpu = copy.deepcopy(cpu).to(CUDA)
+    cpu.train(), gpu.train()
+    batch = _batch(path.stem, ds.data_processor.grid_size)
+    torch.manual_seed(2)
+    ret_cpu, tb_cpu, _ = cpu(_to(batch, "cpu"))
+    torch.manual_seed(2)
+    ret_gpu, tb_gpu, _ = gpu(_to(batch, CUDA))
+    assert ret_gpu["loss"].device.type == "cuda" and torch.isfinite(ret_gpu["loss"])
+    if path.stem.endswith(RANDOM_DRAWS):
+        return
+    assert _close(ret_gpu["loss"], ret_cpu["loss"], 1e-3), (ret_gpu["loss"].item(), ret_cpu["loss"].item())
+    for key, value in tb_cpu.items():
+        if key.startswith("kd_") and isinstance(value, float):
+            assert abs(tb_gpu[key] - value) <= 1e-3 * max(abs(value), 1e-6), key
+    ret_gpu["loss"].backward()
+    assert all(p.grad is None for p in gpu.teacher.parameters())
+
+
+def test_segmentor_loss_equals_the_cpu():
+    from tests.helpers import SEG_GRID, SegGeometry, seg_batch
+
+    cfg = load_experiment_cfg(REPO_ROOT / "tools" / "cfgs" / "synthetic_seg_models" / "cylinder3d_0.5x.yaml")
+    ds = SegGeometry(cfg.CLASS_NAMES, SEG_GRID)
+    torch.manual_seed(0)
+    cpu = build_network(cfg.MODEL, len(cfg.CLASS_NAMES), ds)
+    gpu = copy.deepcopy(cpu).to(CUDA)
+    cpu.train(), gpu.train()
+    batch = seg_batch(0, grid=SEG_GRID)
+    l_cpu = cpu(_to(batch, "cpu"))[0]["loss"]
+    l_gpu = gpu(_to(batch, CUDA))[0]["loss"]
+    assert l_gpu.device.type == "cuda" and _close(l_gpu, l_cpu, 1e-3), (l_gpu.item(), l_cpu.item())
