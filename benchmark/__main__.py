@@ -2,13 +2,16 @@
 
     python -m benchmark list [--preset mini]
     python -m benchmark run --table ID [--preset smoke|mini|paired|paper] [--seeds N] [--out DIR] [--device cpu|cuda]
-                            [--cache DIR] [--jobs N]
+                            [--cache DIR] [--jobs N] [--launcher local|slurm] [--slurm_partition P]
+                            [--slurm_timeout_min M] [--gpus_per_training N]
     python -m benchmark report [--out DIR]
 
 ``list`` shows every table of ``benchmark/tables/``, whether it runs now under the preset and, if
 not, what it waits for. ``run`` writes ``DIR/ID.csv`` (default ``output/benchmark/<preset>/``);
 experiments are cached under ``--cache`` (default ``output/benchmark/cache``), shared by every
 table and preset. ``report`` turns the CSVs of DIR into ``report.md`` and PNG plots.
+``--launcher slurm`` submits one cluster job per experiment through submitit (teachers before their
+students; the cache must be on storage the nodes share; :mod:`benchmark.launchers`).
 """
 import argparse
 import sys
@@ -43,7 +46,9 @@ def cmd_list(args):
 def cmd_run(args):
     from benchmark.harness import run_table
 
-    run_table(args.table, args.preset, args.seeds, args.out, args.device, args.cache, jobs=args.jobs)
+    slurm = {"cluster": args.slurm_cluster, "partition": args.slurm_partition, "timeout_min": args.slurm_timeout_min}
+    run_table(args.table, args.preset, args.seeds, args.out, args.device, args.cache, jobs=args.jobs,
+              launcher=args.launcher, gpus_per_training=args.gpus_per_training, slurm=slurm)
     return 0
 
 
@@ -69,6 +74,14 @@ def main(argv=None):
     pr.add_argument("--cache", default=None, help="experiment cache (default output/benchmark/cache)")
     pr.add_argument("--jobs", type=int, default=None,
                     help="trainings run at once, the CPU cores shared out between them (default: the preset's JOBS)")
+    pr.add_argument("--launcher", default="local", choices=["local", "slurm"],
+                    help="local: this machine (default); slurm: one cluster job per experiment (submitit)")
+    pr.add_argument("--slurm_partition", default=None)
+    pr.add_argument("--slurm_timeout_min", type=int, default=24 * 60, help="time limit of each job")
+    pr.add_argument("--slurm_cluster", default="slurm", choices=["slurm", "local"],
+                    help="local: submitit's local executor (the slurm code path without a scheduler; for tests)")
+    pr.add_argument("--gpus_per_training", type=int, default=1,
+                    help="GPUs of each CUDA training; > 1 runs it data-parallel with torchrun inside its job")
     rp = sub.add_parser("report", help="Markdown summary and plots of the CSVs in a folder")
     rp.add_argument("--out", default=str(REPO_ROOT / "output" / "benchmark" / "mini"))
     args = p.parse_args(argv)

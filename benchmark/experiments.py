@@ -185,16 +185,21 @@ class Train(Experiment):
     kind = "train"
 
     def __init__(self, cache_root, label, cfg_file, seed, epochs, data, device, teacher=None, extra_args=(),
-                 threads=None, exclusive=False):
+                 threads=None, exclusive=False, gpus=1):
         """``threads``: CPU threads of the child process (torch's ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``
         and numba's ``NUMBA_NUM_THREADS``, which the KD graph kernels use; None: the libraries' defaults).
         It is part of the spec: the thread count changes the order of float sums, so a run with another
         count is another experiment. The harness derives it from the plan (:func:`benchmark.harness.
         assign_threads`), never from what happens to be running. ``exclusive``: the scheduler runs this
-        training alone (a teacher that students wait for; a training whose epoch time is measured)."""
+        training alone (a teacher that students wait for; a training whose epoch time is measured).
+        ``gpus`` > 1 (CUDA): the training runs data-parallel through ``torchrun --nproc_per_node gpus``
+        (in the spec then: the batch is split across processes)."""
         spec = {"cfg_file": _rel(cfg_file), "config": resolved_config(cfg_file), "seed": seed, "epochs": epochs,
                 "data": data.spec, "device": device, "teacher": teacher.hash if teacher else None,
                 "extra_args": list(extra_args), "threads": threads}
+        self.gpus = int(gpus) if device == "cuda" else 1
+        if self.gpus > 1:
+            spec["gpus"] = self.gpus
         super().__init__(cache_root, label, spec)
         self.cfg_file, self.seed, self.epochs, self.data, self.device = Path(cfg_file), seed, epochs, data, device
         self.teacher, self.extra_args, self.threads, self.exclusive = teacher, list(extra_args), threads, exclusive
@@ -225,6 +230,9 @@ class Train(Experiment):
         if any((self.run_dir / "ckpt").glob("checkpoint_epoch_*.pth")):
             cmd += ["--ckpt", "latest"]
             log(f"resuming {self} from its newest checkpoint")
+        if self.gpus > 1:  # data-parallel: torchrun starts one tools/train.py per GPU
+            cmd = cmd[:1] + ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(self.gpus)] + \
+                cmd[1:] + ["--launcher", "pytorch"]
         env = dict(os.environ)
         if self.threads is not None:
             env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads),

@@ -67,11 +67,13 @@ def row_metrics(table, row):
 class TablePlan:
     """The experiments of one table under one preset, and which rows they serve."""
 
-    def __init__(self, table, preset_name, preset, seeds, device, cache_root, jobs=1, cores=None, seeds_given=False):
+    def __init__(self, table, preset_name, preset, seeds, device, cache_root, jobs=1, cores=None, seeds_given=False,
+                 gpus_per_training=1):
         self.table, self.preset_name, self.preset = table, preset_name, preset
         self.seeds, self.device, self.cache_root = list(seeds), device, Path(cache_root)
         self.seeds_given = bool(seeds_given)  # --seeds on the command line: every row trains those
         self.jobs, self.cores = max(1, int(jobs)), int(cores or os.cpu_count() or 1)
+        self.gpus_per_training = max(1, int(gpus_per_training))  # CUDA trainings: > 1 runs torchrun
         self.runnable, self.status = registry.table_status(table, preset)
         self.data = None
         self.dataset_cls = self.evaluator_cls = None
@@ -143,8 +145,9 @@ class TablePlan:
         return self.teachers[cfg]
 
     def training_threads(self, exclusive):
-        """``threads`` and ``exclusive`` of a training, from the plan alone (see :func:`training_threads`)."""
-        return {"threads": training_threads(exclusive, self.jobs, self.cores), "exclusive": exclusive}
+        """``threads``, ``exclusive`` and ``gpus`` of a training, from the plan alone (see :func:`training_threads`)."""
+        return {"threads": training_threads(exclusive, self.jobs, self.cores), "exclusive": exclusive,
+                "gpus": self.gpus_per_training}
 
     def build(self):
         """All experiments (after :meth:`build_data` has produced the data)."""
@@ -306,11 +309,12 @@ def schedule_trainings(trainings, jobs, start, done, runner=None):
         raise ExperimentError(f"{pending[0]} waits for a teacher that is not part of the plan: {pending[0].teacher}")
 
 
-def run_plan(plan, jobs=None):
+def run_plan(plan, jobs=None, runner=None):
     """Run what is not cached. Trainings: exclusive ones (teachers, timed epochs) alone with every
     core, then the rest ``jobs`` at a time (default: the plan's) with ``cores // jobs`` threads each,
     as fixed in the plan; the other experiments (complexity, latency, KD overhead) run afterwards, one
-    at a time and alone, so that no timing is taken while a training shares the machine."""
+    at a time and alone, so that no timing is taken while a training shares the machine. ``runner``:
+    where they run (None: this machine; a :class:`benchmark.launchers.SubmititRunner`: cluster jobs)."""
     jobs = plan.jobs if jobs is None else jobs
     exps = plan.experiments()
     cached = sum(e.cached() for e in exps)
@@ -336,16 +340,18 @@ def run_plan(plan, jobs=None):
         gate = plan.gate_reference() if plan.preset.get("GATE") else None
         if gate is not None:
             first = [e for e in trainings if e in gate or e.teacher is None and e.exclusive]
-            schedule_trainings(first, jobs, start, done)
+            schedule_trainings(first, jobs, start, done, runner)
             check_gate(plan, *gate)
             trainings = [e for e in trainings if e not in first]
-        schedule_trainings(trainings, jobs, start, done)
+        schedule_trainings(trainings, jobs, start, done, runner)
         for e in others:
             state = "cached" if e.cached() else "running"
             bar.set_postfix_str(f"{state}: {e.kind} {e.label}")
             if not e.cached():
                 _log(f"running {e} -> {_rel(e.dir)}")
-            e.run(log=_log)
+                if runner is not None:
+                    runner.run_alone(e)
+            e.run(log=_log)  # (cached by now when a runner ran it)
             bar.update()
 
 
@@ -458,10 +464,12 @@ def table_cells(plan):
 
 
 def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu", cache_root=None, tables=None,
-              jobs=None):
+              jobs=None, launcher="local", gpus_per_training=1, slurm=None):
     """Plan, run (cached) and write ``<out>/<table_id>.csv``; returns (csv path, lines, plan).
 
-    ``jobs``: trainings at once (default: the preset's ``JOBS``, else 1)."""
+    ``jobs``: trainings at once (default: the preset's ``JOBS``, else 1). ``launcher``: ``local`` or
+    ``slurm`` (:mod:`benchmark.launchers`; ``slurm`` holds its options: cluster, partition, timeout_min);
+    ``gpus_per_training``: GPUs of each CUDA training (> 1: torchrun inside the job)."""
     tables = tables or registry.load_tables()
     if table_id not in tables:
         raise SystemExit(f"unknown table {table_id!r}; known: {', '.join(tables)}")
@@ -477,7 +485,7 @@ def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu",
         raise SystemExit("--jobs must be >= 1")
     out = Path(out) if out else REPO_ROOT / "output" / "benchmark" / preset_name
     plan = TablePlan(tables[table_id], preset_name, preset, range(n), device, cache_root or DEFAULT_CACHE, jobs=jobs,
-                     seeds_given=seeds is not None)
+                     seeds_given=seeds is not None, gpus_per_training=gpus_per_training)
     if not plan.runnable:
         waits = sorted({m for ms in plan.status.values() for m in ms})
         raise SystemExit(f"{table_id} is not runnable yet; it waits for: {', '.join(waits)}")
@@ -488,7 +496,10 @@ def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu",
                 _log(f"data: {data} -> {_rel(data.dir)}")
             data.run(log=_log)
         plan.build()
-        run_plan(plan)
+        from benchmark.launchers import make_runner
+
+        run_plan(plan, runner=make_runner(launcher, jobs, plan.cache_root, device,
+                                          gpus_per_training=gpus_per_training, **(slurm or {})))
     except ExperimentError as err:
         raise SystemExit(f"[benchmark] {err}") from None
     lines = table_cells(plan)

@@ -37,9 +37,9 @@ def test_smoke_run_fills_every_cell_caches_and_resumes(tmp_path, monkeypatch):
     path, lines, plan = harness.run_table("mini_pd", "smoke", 1, out, "cpu", cache, tables=tables)
     rows = _read(path)
     # every metric of every row: the PAPER ones plus the measures' defaults, each measured with a source
-    metrics = {"bev_map", "3d_map", "gflops", "params_m"}
-    assert [r["row"] for r in rows] == ["teacher"] * 4 + ["4x PointDistiller"] * 4
-    assert {r["metric"] for r in rows[:4]} == metrics and {r["metric"] for r in rows[4:]} == metrics
+    metrics = {"bev_map", "3d_map", "gflops", "gflops_dense", "gflops_sparse", "params_m"}
+    assert [r["row"] for r in rows] == ["teacher"] * 6 + ["4x PointDistiller"] * 6
+    assert {r["metric"] for r in rows[:6]} == metrics and {r["metric"] for r in rows[6:]} == metrics
     for r in rows:
         assert r["measured"] != "" and r["source"], r
         for src in r["source"].split(";"):
@@ -70,6 +70,20 @@ def test_smoke_run_fills_every_cell_caches_and_resumes(tmp_path, monkeypatch):
     path3, _, _ = harness.run_table("mini_pd", "smoke", 1, out, "cpu", cache, tables=tables)
     log = (student_exp.dir / "train.log").read_text()
     assert "resumed from" in log and [r["measured"] for r in _read(path3)] == [r["measured"] for r in rows]
+
+    # --launcher slurm through submitit's local executor (jobs as subprocesses, no scheduler), on a fresh
+    # cache: the teacher row's cells equal the local run's, every experiment ran as a job of its own
+    pytest.importorskip("submitit", reason="submitit is not installed (requirements.txt installs it)")
+    (tmp_path / "teacher_only.yaml").write_text(TABLE.replace("ID: mini_pd", "ID: teacher_only").split(
+        "    - {NAME: 4x")[0])
+    tables["teacher_only"] = registry.load_table(tmp_path / "teacher_only.yaml")
+    cache2 = tmp_path / "cache_slurm"
+    path4, _, plan4 = harness.run_table("teacher_only", "smoke", 1, tmp_path / "out_slurm", "cpu", cache2,
+                                        tables=tables, launcher="slurm", slurm={"cluster": "local"})
+    assert [(r["row"], r["metric"], r["measured"]) for r in _read(path4)] == [
+        (r["row"], r["metric"], r["measured"]) for r in rows if r["row"] == "teacher"]
+    jobs = [p for p in (cache2 / "submitit").iterdir() if p.name.isdigit()]
+    assert len(jobs) == len(plan4.experiments()) == 2 and all(e.cached() for e in plan4.experiments())
 
 
 def test_paper_preset_refuses_to_start_without_the_dataset(tmp_path, monkeypatch):
