@@ -112,3 +112,16 @@ def test_segmentor_loss_equals_the_cpu():
     l_cpu = cpu(_to(batch, "cpu"))[0]["loss"]
     l_gpu = gpu(_to(batch, CUDA))[0]["loss"]
     assert l_gpu.device.type == "cuda" and _close(l_gpu, l_cpu, 1e-3), (l_gpu.item(), l_cpu.item())
+
+
+def test_box_ops_and_nms_run_on_the_device_and_equal_the_cpu():
+    from pcdet.ops.iou3d_nms import boxes_bev_iou, boxes_iou3d, nms
+    from tests.unit.test_iou3d_nms_torch import random_boxes
+
+    a, b = random_boxes(200, 0), random_boxes(150, 1)
+    for fn in (boxes_bev_iou, boxes_iou3d):
+        on_gpu = fn(a.to(CUDA), b.to(CUDA))
+        assert on_gpu.device.type == "cuda" and _close(on_gpu, fn(a, b), 1e-9)
+    scores = torch.rand(200, generator=torch.Generator().manual_seed(2)).double()
+    kept = nms(a.to(CUDA), scores.to(CUDA), 0.3)
+    assert kept.device.type == "cuda" and torch.equal(kept.cpu(), nms(a, scores, 0.3))

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pcdet.kd.methods.base import KD_METHODS, KDMethod
 from pcdet.kd.keys import TEA
 from pcdet.kd.methods.common import confident_boxes, head_view
-from pcdet.ops.iou3d_nms import boxes_bev_iou_cpu
+from pcdet.ops.iou3d_nms import boxes_bev_iou
 
 
 @KD_METHODS.register()
@@ -50,7 +50,7 @@ class SESSDConsistency(KDMethod):
             if t_idx.numel() == 0:
                 continue
             cand = torch.nonzero(score >= self.score_thresh).squeeze(1)  # the student's boxes at these anchors
-            iou = boxes_bev_iou_cpu(box_s[b, cand].detach().cpu(), box_t[b, t_idx].cpu()).to(cand.device)
+            iou = boxes_bev_iou(box_s[b, cand].detach(), box_t[b, t_idx])  # on the boxes' device
             best_iou, best = iou.max(dim=1)
             ok = best_iou > self.iou_thresh
             if not bool(ok.any()):

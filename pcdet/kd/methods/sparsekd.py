@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pcdet.kd.methods.base import KD_METHODS, KDMethod
 from pcdet.kd.keys import TEA
 from pcdet.kd.methods.common import confident_boxes, gt_bev_masks, head_view, point_cloud_range_of, valid_gt
-from pcdet.ops.iou3d_nms import boxes_bev_iou_cpu
+from pcdet.ops.iou3d_nms import boxes_bev_iou
 
 
 def teacher_label_boxes(cls_t, box_t, gt_boxes_b, score_thresh, nms_thresh, dedup_iou, max_boxes=100):
@@ -34,7 +34,7 @@ def teacher_label_boxes(cls_t, box_t, gt_boxes_b, score_thresh, nms_thresh, dedu
     boxes = box_t[idx].float()
     gt = valid_gt(gt_boxes_b)
     if gt.shape[0] > 0 and boxes.shape[0] > 0:
-        iou = boxes_bev_iou_cpu(boxes.detach().cpu(), gt[:, :7].float().cpu()).to(boxes.device)
+        iou = boxes_bev_iou(boxes.detach(), gt[:, :7].float())  # on the boxes' device
         fresh = iou.max(dim=1).values <= dedup_iou
         boxes, idx = boxes[fresh], idx[fresh]
     return torch.cat([boxes[:, :7], (label[idx] + 1).to(boxes.dtype)[:, None]], dim=1)

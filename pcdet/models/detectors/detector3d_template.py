@@ -155,7 +155,7 @@ class Detector3DTemplate(Model3DTemplate):
     @staticmethod
     def generate_recall_record(box_preds, recall_dict, batch_index, data_dict, thresh_list):
         """Count GT boxes and, per 3D-IoU threshold, GT boxes covered by some prediction."""
-        from pcdet.ops.iou3d_nms import boxes_iou3d_cpu
+        from pcdet.ops.iou3d_nms import boxes_iou3d
 
         if "gt_boxes" not in data_dict:
             return recall_dict
@@ -166,7 +166,7 @@ class Detector3DTemplate(Model3DTemplate):
         gt = data_dict["gt_boxes"][batch_index]
         gt = gt[gt[:, -1] > 0] if gt.shape[0] > 0 else gt
         if gt.shape[0] > 0 and box_preds.shape[0] > 0:
-            iou = boxes_iou3d_cpu(box_preds[:, 0:7].detach().cpu(), gt[:, 0:7].detach().cpu())
+            iou = boxes_iou3d(box_preds[:, 0:7].detach(), gt[:, 0:7].detach())  # on the boxes' device
             best = iou.max(dim=0)[0]
             for t in thresh_list:
                 recall_dict[f"recall_{t}"] += int((best > t).sum().item())

@@ -1,15 +1,16 @@
 """Score filtering + rotated NMS for detector post-processing (class-agnostic or class-aware)."""
 import torch
 
-from pcdet.ops.iou3d_nms import nms_cpu
+from pcdet.ops.iou3d_nms import nms
 
 
 def _nms(boxes, scores, nms_config):
-    """Rotated BEV NMS; returns indices into ``boxes`` sorted by descending score."""
+    """Rotated BEV NMS on the boxes' device (numba on the CPU, torch on CUDA); returns indices into
+    ``boxes`` sorted by descending score."""
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.argsort(scores, descending=True)[: nms_config.NMS_PRE_MAXSIZE]
-    keep = nms_cpu(boxes[order].detach().cpu(), scores[order].detach().cpu(), nms_config.NMS_THRESH)
+    keep = nms(boxes[order].detach(), scores[order].detach(), nms_config.NMS_THRESH)
     keep = torch.as_tensor(keep, dtype=torch.long)[: nms_config.NMS_POST_MAXSIZE]
     return order[keep.to(boxes.device)]
 

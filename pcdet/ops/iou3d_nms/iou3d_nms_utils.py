@@ -132,3 +132,36 @@ def nms_cpu(boxes, scores, thresh, pre_max_size=None, post_max_size=None):
         bev = np.ascontiguousarray(b[:, [0, 1, 3, 4, 6]])
         keep = _k.nms_greedy(bev, order, float(thresh), max_keep)
     return _like(keep, tb)
+
+
+# ----------------------------------------------------------------------------- device dispatch
+def _on_accelerator(t):
+    return hasattr(t, "device") and getattr(t.device, "type", "cpu") != "cpu"
+
+
+def boxes_bev_iou(boxes_a, boxes_b):
+    """BEV IoU where the boxes are: the numba kernel for CPU tensors and numpy arrays, torch operations on
+    the device otherwise (:mod:`.iou3d_nms_torch`; same results), so a CUDA caller never copies to the host."""
+    if _on_accelerator(boxes_a):
+        from .iou3d_nms_torch import boxes_bev_iou as on_device
+
+        return on_device(boxes_a, boxes_b)
+    return boxes_bev_iou_cpu(boxes_a, boxes_b)
+
+
+def boxes_iou3d(boxes_a, boxes_b):
+    """3D IoU where the boxes are (see :func:`boxes_bev_iou`)."""
+    if _on_accelerator(boxes_a):
+        from .iou3d_nms_torch import boxes_iou3d as on_device
+
+        return on_device(boxes_a, boxes_b)
+    return boxes_iou3d_cpu(boxes_a, boxes_b)
+
+
+def nms(boxes, scores, thresh, pre_max_size=None, post_max_size=None):
+    """Greedy rotated-BEV NMS where the boxes are (see :func:`boxes_bev_iou`); kept indices, best first."""
+    if _on_accelerator(boxes):
+        from .iou3d_nms_torch import nms as on_device
+
+        return on_device(boxes, scores, thresh, pre_max_size, post_max_size)
+    return nms_cpu(boxes, scores, thresh, pre_max_size, post_max_size)
