@@ -100,3 +100,25 @@ def points_in_boxes_index(points, boxes):
     pts, bxs, is_torch = _prepare(points, boxes)
     out = _index_kernel(pts, bxs)
     return torch.from_numpy(out) if is_torch else out
+
+
+def points_in_boxes_index_torch(points, boxes, chunk=1 << 22):
+    """:func:`points_in_boxes_index` in torch operations on the inputs' device (the CUDA path): the same
+    closed-face rule in float64 (float32 where the device has no float64), ``(N,)`` int64 on the device.
+    Works in chunks of ``chunk`` point-box pairs."""
+    wd = torch.float32 if points.device.type == "mps" else torch.float64
+    p = points[:, :3].to(wd)
+    b = boxes.reshape(-1, boxes.shape[-1])[:, :7].to(wd)
+    out = torch.full((p.shape[0],), -1, dtype=torch.long, device=points.device)
+    if b.shape[0] == 0 or p.shape[0] == 0:
+        return out
+    c, s = torch.cos(b[:, 6]), torch.sin(b[:, 6])
+    rows = max(1, chunk // b.shape[0])
+    for i in range(0, p.shape[0], rows):
+        d = p[i:i + rows, None, :] - b[None, :, :3]  # (n, M, 3)
+        u = d[..., 0] * c + d[..., 1] * s
+        v = -d[..., 0] * s + d[..., 1] * c
+        inside = (u.abs() <= b[:, 3] / 2) & (v.abs() <= b[:, 4] / 2) & (d[..., 2].abs() <= b[:, 5] / 2)
+        first = inside.to(torch.int8).argmax(dim=1)  # the first True (0 when none, masked below)
+        out[i:i + rows] = torch.where(inside.any(dim=1), first, torch.full_like(first, -1))
+    return out

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from pcdet.ops.points_in_boxes import points_in_boxes_cpu, points_in_boxes_index
+from pcdet.ops.points_in_boxes import points_in_boxes_cpu, points_in_boxes_index, points_in_boxes_index_torch
 from pcdet.utils.box_utils import boxes_to_corners_3d, points_in_boxes_mask_reference
 
 
@@ -51,6 +51,21 @@ def test_index_is_first_containing_box(seed):
     got = points_in_boxes_index(pts, boxes)
     np.testing.assert_array_equal(got, expected)
     assert (ref.sum(axis=0) > 1).any(), "scene should contain points in overlapping boxes"
+
+
+@pytest.mark.parametrize("seed", [3, 5])
+def test_torch_index_equals_the_numba_index(seed):
+    """The device path (torch operations; run here on CPU tensors), in chunks smaller than the scene."""
+    pts, boxes = _scene(seed)
+    box = np.array([[1.0, -2.0, 0.5, 4.0, 2.0, 1.5, 0.7]], dtype=np.float32)
+    corners = boxes_to_corners_3d(box)[0]  # closed faces: corners (to float32 rounding) on both paths
+    pts = np.concatenate([pts, np.c_[corners, np.zeros((8, 1))].astype(np.float32)])
+    boxes = np.concatenate([boxes, box])
+    expected = points_in_boxes_index(pts, boxes)
+    got = points_in_boxes_index_torch(torch.from_numpy(pts), torch.from_numpy(boxes), chunk=26 * 1000)
+    assert got.dtype == torch.int64 and (expected >= 0).sum() > 500
+    np.testing.assert_array_equal(got.numpy(), expected)
+    assert points_in_boxes_index_torch(torch.from_numpy(pts), torch.zeros(0, 7)).eq(-1).all()
 
 
 def test_corners_and_face_points_are_inside_and_just_outside_is_not():
