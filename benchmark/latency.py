@@ -22,7 +22,10 @@ from the scattered BEV map to the head maps, in ONNX Runtime (exported from the 
 :mod:`pcdet.models.model_utils.onnx_utils`; ``TensorrtExecutionProvider`` / ``CUDAExecutionProvider``
 on CUDA when installed) and the rest (voxelisation, VFE / scatter or sparse encoder, box decoding,
 NMS) in PyTorch; its stage ``dense_part_ort`` is the session's run. Every (model, runtime) pair is
-timed in the same round-robin, and each speed-up is over the first model *of the same runtime*.
+timed in the same round-robin, and each speed-up is over the first model *of the same runtime*:
+``speedup_vs_first`` as the ratio of the two medians, ``speedup_paired_median`` (with its IQR) as the
+median over rounds of the ratio of the two models' times in the same round, which cancels the noise
+that hits both alike (the more robust figure on a noisy machine).
 ONNX Runtime gets as many intra-op threads as torch has.
 """
 import argparse
@@ -173,11 +176,16 @@ def measure(cfg_files, frame=None, device="cpu", runs=30, warmup=5, mode="deploy
             med, iqr = _stats([r[stage] for r in m.records])
             row = {"model": m.name, "runtime": m.runtime, "stage": stage, "median_ms": round(med, 3),
                    "iqr_ms": round(iqr, 3), "runs": runs, "device": str(device), "mode": mode, "frame": frame.name,
-                   "speedup_vs_first": "", "gmacs": "", "mac_ratio_vs_first": "", "params_m": "", "gmacs_dense": "",
-                   "gmacs_sparse": "", "dense_mac_ratio_vs_first": ""}
+                   "speedup_vs_first": "", "speedup_paired_median": "", "speedup_paired_iqr": "", "gmacs": "",
+                   "mac_ratio_vs_first": "", "params_m": "", "gmacs_dense": "", "gmacs_sparse": "",
+                   "dense_mac_ratio_vs_first": ""}
             if stage == "end_to_end":
                 base.setdefault(m.runtime, med)
                 row["speedup_vs_first"] = round(base[m.runtime] / med, 3)
+                # paired by round: run r of the first model over run r of this one (same moment, same noise)
+                ratios = np.array([f["end_to_end"] / r["end_to_end"] for f, r in zip(first.records, m.records)])
+                q1, q2, q3 = np.percentile(ratios, [25, 50, 75])
+                row["speedup_paired_median"], row["speedup_paired_iqr"] = round(q2, 3), round(q3 - q1, 3)
                 row["gmacs"] = round(m.gmacs, 3)
                 row["mac_ratio_vs_first"] = round(first.gmacs / m.gmacs, 3)
                 row.update(params_m=round(m.params_m, 4), gmacs_dense=round(m.gmacs_dense, 3),

@@ -96,3 +96,17 @@ def test_latency_eager_and_onnxruntime_in_one_run(real_kitti):
     ort_stages = {r["stage"] for r in rows if r["runtime"] == "onnxruntime"}
     assert "dense_part_ort" in ort_stages and "backbone_2d" not in ort_stages and "vfe" in ort_stages
     assert all(r["median_ms"] > 0 for r in rows if r["stage"] == "dense_part_ort")
+
+
+def test_paired_speedup_is_the_median_of_per_round_ratios(real_kitti, monkeypatch):
+    """Two models timed round-robin: the paired speed-up is the median over rounds of the ratio of their
+    times in the same round (fake clock: rounds 8/4, 12/3, 10/5 -> ratios 2, 4, 2 -> 2), the plain one
+    the ratio of the medians (10 / 4 = 2.5)."""
+    frame = real_kitti / "training" / "velodyne" / "000000.bin"
+    cfgs = [SYN / "pointpillar_16x.yaml", SYN / "pointpillar_16x.yaml"]
+    clock = iter([8.0, 4.0, 12.0, 3.0, 10.0, 5.0])  # the order measure() calls them: model 0, model 1, ...
+    monkeypatch.setattr(latency._Model, "run_once", lambda self: {"end_to_end": next(clock)})
+    rows = latency.measure(cfgs, frame, device="cpu", runs=3, warmup=0)
+    e2e = [r for r in rows if r["stage"] == "end_to_end"]
+    assert e2e[1]["speedup_paired_median"] == pytest.approx(2.0) and e2e[1]["speedup_vs_first"] == pytest.approx(2.5)
+    assert e2e[0]["speedup_paired_median"] == pytest.approx(1.0)
