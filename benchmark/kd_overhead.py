@@ -1,11 +1,12 @@
 """Training-step cost of distillation: no KD vs plain feature KD vs PointDistiller, on one frame.
 
     python -m benchmark.kd_overhead [--frame PATH] [--steps 5] [--warmup 1] [--csv OUT] [--threads T]
-                                    [--cfg_file kd_cfgs/kitti/pointpillar_4x_pointdistiller.yaml]
+                                    [--cfg_file kd_cfgs/kitti/pointpillar_4x_pointdistiller.yaml] [--device cpu|cuda]
 
 One training step = data already voxelised and on the device, then forward + backward (no
-optimizer step). Variants, all built from the KD config (student = its MODEL, teacher = its
-KD.TEACHER.MODEL, PointDistiller = its first PointDistiller method):
+optimizer step); on CUDA each step's clock starts and stops after a synchronisation. Variants, all
+built from the KD config (student = its MODEL, teacher = its KD.TEACHER.MODEL, PointDistiller = its
+first PointDistiller method):
 
 * ``no_kd``: the student alone (forward with its task loss, backward);
 * ``featurekd_sampled``: teacher forward + student + FeatureKD on the same top-N nodes PointDistiller
@@ -73,18 +74,25 @@ def _method_cfg(kd_cfg, name):
     raise SystemExit(f"the KD config has no {name} method")
 
 
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class _Variant:
-    def __init__(self, name, model, pd_method=None):
-        self.name, self.model, self.pd_method = name, model, pd_method
+    def __init__(self, name, model, pd_method=None, device=torch.device("cpu")):
+        self.name, self.model, self.pd_method, self.device = name, model, pd_method, device
         self.times, self.knn = [], []
 
     def step(self, batch):
         b = dict(batch)
         self.model.train()
         self.model.zero_grad(set_to_none=True)
+        _sync(self.device)
         t0 = time.perf_counter()
         ret, _, _ = self.model(b)
         ret["loss"].backward()
+        _sync(self.device)
         dt = time.perf_counter() - t0
         self.times.append(dt)
         if self.pd_method is not None:
@@ -92,7 +100,7 @@ class _Variant:
         return dt
 
 
-def build_variants(cfg, dataset, seed=0):
+def build_variants(cfg, dataset, seed=0, device=torch.device("cpu")):
     torch.manual_seed(seed)
     num_class = len(cfg.CLASS_NAMES)
     student = build_detector(model_cfg=cfg.MODEL, num_class=num_class, dataset=dataset)
@@ -110,8 +118,11 @@ def build_variants(cfg, dataset, seed=0):
     w_fs, _ = wrap([fkd_sampled])
     w_fa, _ = wrap([fkd_all])
     w_pd, pd_methods = wrap([pd_cfg])
-    return [_Variant("no_kd", student), _Variant("featurekd_sampled", w_fs), _Variant("featurekd_all", w_fa),
-            _Variant("pointdistiller", w_pd, pd_methods[0])], pd_cfg
+    for w in (student, w_fs, w_fa, w_pd):
+        w.to(device)
+    return [_Variant("no_kd", student, device=device), _Variant("featurekd_sampled", w_fs, device=device),
+            _Variant("featurekd_all", w_fa, device=device),
+            _Variant("pointdistiller", w_pd, pd_methods[0], device=device)], pd_cfg
 
 
 def _numba_threads():
@@ -126,15 +137,16 @@ def _stats(values):
     return med, q3 - q1
 
 
-def measure(cfg_file=DEFAULT_CFG, frame=None, steps=5, warmup=1, seed=0):
+def measure(cfg_file=DEFAULT_CFG, frame=None, steps=5, warmup=1, seed=0, device="cpu"):
+    device = torch.device(device)
     cfg = load_experiment_cfg(cfg_file)
     frame = Path(frame) if frame else default_frame()
     dataset = PointCloudFileDataset(cfg.DATA_CONFIG, cfg.CLASS_NAMES, [frame])
     sample = dataset.prepare_data({"points": load_points_bin(frame), "frame_id": frame.stem})
     boxes = _frame_boxes(frame, list(cfg.CLASS_NAMES))
     sample["gt_boxes"] = boxes if boxes is not None else FALLBACK_BOXES
-    batch = load_data_to_device(dataset.collate_batch([sample]), torch.device("cpu"))
-    variants, pd_cfg = build_variants(cfg, dataset, seed)
+    batch = load_data_to_device(dataset.collate_batch([sample]), device)
+    variants, pd_cfg = build_variants(cfg, dataset, seed, device)
     for _ in range(warmup):
         for v in variants:
             v.step(batch)
@@ -148,7 +160,8 @@ def measure(cfg_file=DEFAULT_CFG, frame=None, steps=5, warmup=1, seed=0):
     knn_med, knn_iqr = _stats(pd.knn)
     base = med["featurekd_sampled"][0]
     info = {"frame": frame.name, "pillars": int(batch["voxels"].shape[0]), "steps": steps,
-            "torch_threads": torch.get_num_threads(), "numba_threads": _numba_threads(), "N": int(pd_cfg.N),
+            "device": str(device), "torch_threads": torch.get_num_threads(), "numba_threads": _numba_threads(),
+            "N": int(pd_cfg.N),
             "K": int(pd_cfg.get("K", 0) or 0),
             "C_S": pd.pd_method.c_s, "C_T": pd.pd_method.c_t, "gt_boxes": "label_2" if boxes is not None else "fixed"}
     rows = []
@@ -165,7 +178,7 @@ def measure(cfg_file=DEFAULT_CFG, frame=None, steps=5, warmup=1, seed=0):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="training-step cost of KD methods on one frame (CPU)")
+    p = argparse.ArgumentParser(description="training-step cost of KD methods on one frame")
     p.add_argument("--cfg_file", default=str(DEFAULT_CFG), help="KD config with a PointDistiller method")
     p.add_argument("--frame", default=None, help="point cloud .bin (default: the first real KITTI frame)")
     p.add_argument("--steps", type=int, default=5)
@@ -174,7 +187,10 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None,
                    help="torch and numba threads (default: leave torch's setting); 1 is steadier on a busy machine")
     p.add_argument("--csv", default=None, help="write the rows here")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: torch sees no CUDA device")
     if args.threads:
         import numba
 
@@ -182,7 +198,7 @@ def main(argv=None):
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     if args.frame is None and not default_frame().is_file():
         sys.exit(f"no --frame given and the default real frame {default_frame()} is absent")
-    rows = measure(args.cfg_file, args.frame, args.steps, args.warmup, args.seed)
+    rows = measure(args.cfg_file, args.frame, args.steps, args.warmup, args.seed, args.device)
     info = rows[0]
     print(f"frame {info['frame']}: {info['pillars']} pillars; N={info['N']} K={info['K']} C_S={info['C_S']} "
           f"C_T={info['C_T']}; {info['torch_threads']} torch / {info['numba_threads']} numba threads; "
