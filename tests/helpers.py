@@ -184,3 +184,16 @@ def randomise_bn1d(module, gen):
                 m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
                 m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
                 m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+
+
+# ----------------------------------------------------------------------------- KD config families
+def load_synthetic_and_kitti_twin(path, cwd, monkeypatch):
+    """(embedded-dataset KD config loaded from another directory by a relative path, its kd_cfgs/kitti twin),
+    after the checks every embedded KD experiment passes: the embedded data, the teacher on the same voxels."""
+    from pcdet.train_utils.experiment import load_experiment_cfg
+
+    monkeypatch.chdir(cwd)
+    cfg = load_experiment_cfg(os.path.relpath(path, cwd))
+    kitti = load_experiment_cfg(REPO_ROOT / "kd_cfgs" / "kitti" / path.name)
+    assert cfg.DATA_CONFIG.DATA_PATH == "data/synthetic_kitti" and cfg.KD.TEACHER.DATA_CONFIG == cfg.DATA_CONFIG
+    return cfg, kitti

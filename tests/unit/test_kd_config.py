@@ -14,6 +14,7 @@ from pcdet.kd.wrapper import DistillationWrapper, TeacherInputError
 from pcdet.models import build_network, load_data_to_device
 from pcdet.train_utils.experiment import load_experiment_cfg
 from pcdet.utils.paths import REPO_ROOT
+from tests.helpers import load_synthetic_and_kitti_twin
 
 KITTI_KD = sorted((REPO_ROOT / "kd_cfgs" / "kitti").glob("pointpillar_*.yaml"))  # SECOND: test_second_kd.py
 SMALL_RANGE = [0, -5.12, -3, 10.24, 5.12, 1]
@@ -179,10 +180,7 @@ def test_every_kitti_kd_experiment_has_a_synthetic_counterpart():
 
 @pytest.mark.parametrize("path", SYNTHETIC_KD, ids=lambda p: p.stem)
 def test_synthetic_kd_config_mirrors_kitti_one(path, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    cfg = load_experiment_cfg(os.path.relpath(path, tmp_path))
-    kitti = load_experiment_cfg(REPO_ROOT / "kd_cfgs" / "kitti" / path.name)
-    assert cfg.DATA_CONFIG.DATA_PATH == "data/synthetic_kitti" and cfg.KD.TEACHER.DATA_CONFIG == cfg.DATA_CONFIG
+    cfg, kitti = load_synthetic_and_kitti_twin(path, tmp_path, monkeypatch)
     assert cfg.MODEL.VFE == kitti.MODEL.VFE and cfg.MODEL.BACKBONE_2D == kitti.MODEL.BACKBONE_2D
     assert cfg.KD.TEACHER.MODEL.BACKBONE_2D == kitti.KD.TEACHER.MODEL.BACKBONE_2D
     ours, theirs = cfg.KD.METHODS[0], kitti.KD.METHODS[0]

@@ -3,7 +3,6 @@ trains one step on a small range, the gradient reaching the student and every me
 (the adapters) but never the teacher; PointDistiller's SECOND settings (two BEV levels, the release's
 N / K / tau and 32-channel adapters); every KITTI SECOND experiment has an embedded counterpart with
 the same methods; sparse encoders run in fp32 under bf16 autocast."""
-import os
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from pcdet.models import build_network
 from pcdet.models.detectors import build_detector
 from pcdet.train_utils.experiment import load_experiment_cfg
 from pcdet.utils.paths import REPO_ROOT
-from tests.helpers import fake_dataset
+from tests.helpers import fake_dataset, load_synthetic_and_kitti_twin
 
 KITTI_SECOND_KD = sorted((REPO_ROOT / "kd_cfgs" / "kitti").glob("second_*.yaml"))
 SYNTHETIC_SECOND_KD = sorted((REPO_ROOT / "kd_cfgs" / "synthetic").glob("second_*.yaml"))
@@ -127,10 +126,7 @@ def test_adapter_channels_needs_local_distillation(teacher_ckpt):
 
 @pytest.mark.parametrize("path", SYNTHETIC_SECOND_KD, ids=lambda p: p.stem)
 def test_synthetic_second_kd_mirrors_kitti(path, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    cfg = load_experiment_cfg(os.path.relpath(path, tmp_path))
-    kitti = load_experiment_cfg(REPO_ROOT / "kd_cfgs" / "kitti" / path.name)
-    assert cfg.DATA_CONFIG.DATA_PATH == "data/synthetic_kitti" and cfg.KD.TEACHER.DATA_CONFIG == cfg.DATA_CONFIG
+    cfg, kitti = load_synthetic_and_kitti_twin(path, tmp_path, monkeypatch)
     assert cfg.DATA_CONFIG.DATA_PROCESSOR[-1].VOXEL_SIZE == [0.1, 0.1, 0.1]
     for key in ("VFE", "BACKBONE_3D", "MAP_TO_BEV", "BACKBONE_2D"):
         assert cfg.MODEL[key] == kitti.MODEL[key] and cfg.KD.TEACHER.MODEL[key] == kitti.KD.TEACHER.MODEL[key], key
