@@ -69,8 +69,9 @@ def modules_before_dense_part(detector):
 
 def export_dense_part(detector, spatial_features, path, opset=17):
     """Export :class:`DenseBEVPart` of ``detector`` (eval mode) traced on ``spatial_features`` to ``path``,
-    with a dynamic batch axis; returns the path. Uses TorchScript-based export (no graph rewrites),
-    whose ONNX graph holds the same convolutions as the module."""
+    with a dynamic batch axis; returns the path. Uses the TorchScript-based exporter (``dynamo=False``:
+    deprecated since torch 2.9 and warning so, still present in 2.13; the torch.export-based default
+    needs the extra onnxscript package), whose ONNX graph holds the same convolutions as the module."""
     part = DenseBEVPart(detector).eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
