@@ -324,6 +324,15 @@ def run_plan(plan, jobs=None, runner=None):
     trainings = [e for e in exps if isinstance(e, Train)]
     others = [e for e in exps if not isinstance(e, Train)]
 
+    try:
+        _run_plan_experiments(plan, jobs, runner, exps, trainings, others)
+    except BaseException:
+        if runner is not None and hasattr(runner, "cancel_outstanding"):
+            runner.cancel_outstanding()
+        raise
+
+
+def _run_plan_experiments(plan, jobs, runner, exps, trainings, others):
     with tqdm.tqdm(total=len(exps), desc=plan.table["ID"], dynamic_ncols=True) as bar:
         active = set()
 

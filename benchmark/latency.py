@@ -7,8 +7,9 @@ End to end = voxelisation (the config's data processor) + collation + transfer +
 including post-processing (NMS) = "voxelisation to boxes". Per module = forward hooks around each
 top-level module of the detector; ``post_processing`` is what remains of the forward. On CUDA
 every timestamp synchronises first. Models are timed round-robin (run r of every model before run
-r+1) so machine noise hits all of them alike; each model's speed-up is over the first model, as
-a ratio of medians measured in the same run. Reports median and inter-quartile range (IQR), and
+r+1, round r starting at model r so that none always runs first) so machine noise hits all of them
+alike; each model's speed-up is over the first model, as a ratio of medians measured in the same run.
+Reports median and inter-quartile range (IQR), and
 next to each speed-up the model's parameters, GMACs (total, dense-only as the paper's counter counts
 them, and sparse-convolution) and MAC ratios over the first (``benchmark.complexity``).
 
@@ -91,8 +92,10 @@ class _Model:
         self.runtime = runtime
         self.timer = _Timer(self.model, device)
         self.runner = self.model
+        self.providers = "pytorch"
         if runtime == "onnxruntime":
             self.runner = _OrtRunner(self.model, self._batch(), device)
+            self.providers = "+".join(self.runner.ort.providers)  # what the session really uses
         elif runtime != "eager":
             raise ValueError(f"latency runtime {runtime!r}: use eager or onnxruntime")
         self.records = []
@@ -157,12 +160,14 @@ def _stats(values):
 def measure(cfg_files, frame=None, device="cpu", runs=30, warmup=5, mode="deploy", runtimes=("eager",)):
     device = resolve_device(device)
     frame = Path(frame) if frame else default_frame()
+    runtimes = list(dict.fromkeys(runtimes))
     models = [_Model(c, frame, device, mode, rt) for rt in runtimes for c in cfg_files]
     for _ in range(warmup):
         for m in models:
             m.run_once()
-    for _ in range(runs):
-        for m in models:
+    for r in range(runs):  # round r starts at model r (mod count): no model always runs first
+        for k in range(len(models)):
+            m = models[(k + r) % len(models)]
             m.records.append(m.run_once())
     rows = []
     base = {}
@@ -174,7 +179,8 @@ def measure(cfg_files, frame=None, device="cpu", runs=30, warmup=5, mode="deploy
         stages = list(m.records[0].keys())
         for stage in stages:
             med, iqr = _stats([r[stage] for r in m.records])
-            row = {"model": m.name, "runtime": m.runtime, "stage": stage, "median_ms": round(med, 3),
+            row = {"model": m.name, "runtime": m.runtime, "providers": m.providers, "stage": stage,
+                   "median_ms": round(med, 3),
                    "iqr_ms": round(iqr, 3), "runs": runs, "device": str(device), "mode": mode, "frame": frame.name,
                    "speedup_vs_first": "", "speedup_paired_median": "", "speedup_paired_iqr": "", "gmacs": "",
                    "mac_ratio_vs_first": "", "params_m": "", "gmacs_dense": "", "gmacs_sparse": "",

@@ -104,7 +104,8 @@ def test_paired_speedup_is_the_median_of_per_round_ratios(real_kitti, monkeypatc
     the ratio of the medians (10 / 4 = 2.5)."""
     frame = real_kitti / "training" / "velodyne" / "000000.bin"
     cfgs = [SYN / "pointpillar_16x.yaml", SYN / "pointpillar_16x.yaml"]
-    clock = iter([8.0, 4.0, 12.0, 3.0, 10.0, 5.0])  # the order measure() calls them: model 0, model 1, ...
+    # the order measure() calls them: round 0 model 0 then 1, round 1 model 1 then 0, round 2 model 0 then 1
+    clock = iter([8.0, 4.0, 3.0, 12.0, 10.0, 5.0])
     monkeypatch.setattr(latency._Model, "run_once", lambda self: {"end_to_end": next(clock)})
     rows = latency.measure(cfgs, frame, device="cpu", runs=3, warmup=0)
     e2e = [r for r in rows if r["stage"] == "end_to_end"]

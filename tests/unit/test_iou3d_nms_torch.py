@@ -70,3 +70,22 @@ def test_dispatch_uses_numba_for_cpu_tensors(monkeypatch):
     scores = torch.linspace(1, 0, 20).double()
     assert torch.equal(nms(a, scores, 0.5), nms_cpu(a, scores, 0.5))
     assert calls == []  # none of the device functions ran
+
+
+def test_negative_sizes_no_limit_and_long_suppression_chains_match_the_kernels():
+    boxes = torch.tensor([[0, 0, 0, -2, 2, 1, 0.0], [0, 0, 0, 2, -2, -1, 0.0], [0.5, 0, 0, 2, 2, 1, 0.3]],
+                         dtype=torch.float64)
+    assert torch.allclose(dev.boxes_bev_iou(boxes, boxes), boxes_bev_iou_cpu(boxes, boxes), atol=1e-12)
+    assert torch.allclose(dev.boxes_iou3d(boxes, boxes), boxes_iou3d_cpu(boxes, boxes), atol=1e-12)
+    scores = torch.tensor([0.9, 0.8, 0.7], dtype=torch.float64)
+    assert torch.equal(dev.nms(boxes, scores, 0.99, post_max_size=-1), nms_cpu(boxes, scores, 0.99, post_max_size=-1))
+    # a row of boxes 0.3 m apart: each suppresses its neighbour, a chain longer than the device iterations
+    row = torch.tensor([[0.3 * i, 0, 0, 1.0, 1.0, 1.0, 0.0] for i in range(200)], dtype=torch.float64)
+    order_scores = torch.linspace(1, 0.5, 200, dtype=torch.float64)
+    kept = dev.nms(row, order_scores, 0.3)
+    assert torch.equal(kept, nms_cpu(row, order_scores, 0.3)) and len(kept) > dev.DEVICE_ITERATIONS
+
+
+def test_no_autograd_graph_is_kept():
+    a = random_boxes(10, 8).requires_grad_(True)
+    assert dev.boxes_bev_iou(a, a).grad_fn is None and dev.boxes_iou3d(a, a).grad_fn is None

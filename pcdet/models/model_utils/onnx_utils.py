@@ -58,8 +58,8 @@ class DenseBEVPart(nn.Module):
 def modules_before_dense_part(detector):
     """The detector's modules that run in PyTorch, in order (those before ``backbone_2d``)."""
     names = list(detector.module_topology)
-    if "backbone_2d" not in names:
-        raise OnnxExportError(f"{type(detector).__name__} has no backbone_2d slot to export from")
+    if "backbone_2d" not in names or "dense_head" not in names:
+        raise OnnxExportError(f"{type(detector).__name__} has no backbone_2d and dense_head slots to export")
     mods = [getattr(detector, n) for n in names[:names.index("backbone_2d")]]
     after = [n for n in names[names.index("dense_head") + 1:] if getattr(detector, n, None) is not None]
     if after:
@@ -72,7 +72,9 @@ def export_dense_part(detector, spatial_features, path, opset=17):
     with a dynamic batch axis; returns the path. Uses the TorchScript-based exporter (``dynamo=False``:
     deprecated since torch 2.9 and warning so, still present in 2.13; the torch.export-based default
     needs the extra onnxscript package), whose ONNX graph holds the same convolutions as the module."""
-    part = DenseBEVPart(detector).eval()
+    if detector.training:
+        raise OnnxExportError("export an eval-mode detector (model.eval()): the export traces eval-mode layers")
+    part = DenseBEVPart(detector)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
@@ -90,6 +92,7 @@ def _session(path, threads, providers):
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy threads between runs
     available = ort.get_available_providers()
     chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available] or ["CPUExecutionProvider"]
     return ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
@@ -97,7 +100,8 @@ def _session(path, threads, providers):
 
 class OnnxRuntimeDetector:
     """A detector whose dense part runs in ONNX Runtime: ``__call__(batch_dict)`` returns what the
-    detector's eval-mode forward returns (``pred_dicts, recall_dict``).
+    detector's eval-mode forward returns (``pred_dicts, recall_dict``); the batch gets the head maps,
+    not the backbone's intermediate maps (``spatial_features_2d`` and the per-stage ones).
 
     ``detector`` must be in eval mode (a :func:`prepare_for_inference` copy is fine: its folded
     layers are what gets exported). ``spatial_features`` is a sample input for the export (shape and
@@ -121,7 +125,9 @@ class OnnxRuntimeDetector:
         self.providers = self.session.get_providers()
 
     def dense_part(self, spatial_features):
-        """ONNX Runtime's outputs for ``spatial_features`` as torch tensors, keyed by output name."""
+        """ONNX Runtime's outputs for ``spatial_features`` as torch tensors, keyed by output name. The
+        input goes through host memory (numpy feed), also for a CUDA / TensorRT provider: on a GPU this
+        time includes the map's two copies (device buffers through IOBinding are not used yet)."""
         feed = {DENSE_INPUT_KEY: spatial_features.detach().float().contiguous().cpu().numpy()}
         outs = self.session.run(self.output_names, feed)
         return {n: torch.from_numpy(np.ascontiguousarray(o)).to(spatial_features.device)

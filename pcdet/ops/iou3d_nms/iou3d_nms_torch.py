@@ -11,19 +11,27 @@ device:
   shoelace formula (invalid slots are set to the first vertex after sorting, so they add zero);
 * greedy NMS (visit boxes by descending score, suppress those with BEV IoU > thresh against a kept
   one): the exact greedy result is the unique solution of ``keep_i = not any_{j before i} (keep_j and
-  IoU_ij > thresh)``, found by iterating that equation on the whole suppression matrix on the device
-  until it no longer changes (as many iterations as the longest chain of suppressions, a few in
-  practice; each check is one scalar read). The IoU matrix is built in row chunks of
-  ``CHUNK_PAIRS`` pairs to bound memory.
+  IoU_ij > thresh)``, found by iterating that equation on the suppression matrix on the device until
+  it no longer changes (as many iterations as the longest alternating kept / suppressed chain, each
+  check one scalar read); after ``DEVICE_ITERATIONS`` the remaining scan runs sequentially on a host
+  copy of the boolean matrix (what OpenPCDet's ``nms_gpu`` does with its mask), so a long chain costs
+  O(n^2), not O(n^3). The IoU matrix is built in chunks of ``CHUNK_PAIRS`` box pairs (about 4 KB of
+  transient memory per pair).
 
-Computed in float64 where the device supports it (float32 otherwise); tested against the numba
-kernels on random boxes.
+Sizes are taken as absolute values (as the numba kernels do). Computed in float64 where the device
+supports it (float32 on MPS, with a coarser tolerance); no autograd graph is kept. Tested against the
+numba kernels on random boxes.
 """
 import torch
 
-#: box pairs per chunk of the IoU matrix (24 candidate vertices x 2 coordinates per pair)
-CHUNK_PAIRS = 1 << 20
-_EPS = 1e-9
+#: box pairs per chunk of the IoU matrix (about 4 KB of transient memory per pair: 0.5 GB per chunk)
+CHUNK_PAIRS = 1 << 17
+#: fixed-point iterations of NMS on the device before the sequential scan finishes on the host
+DEVICE_ITERATIONS = 16
+
+
+def _eps(dtype):
+    return 1e-9 if dtype == torch.float64 else 1e-5
 
 
 def _corners(bev):
@@ -38,15 +46,20 @@ def _corners(bev):
 
 def _inside(points, bev):
     """points (N, M, P, 2) inside rectangle m of ``bev`` (M, 5), boundary included (tolerance 1e-9 m)."""
+    eps = _eps(bev.dtype)
     x, y, dx, dy, h = (v[None, :, None] for v in bev.unbind(-1))
     px, py = points[..., 0] - x, points[..., 1] - y
     c, s = torch.cos(h), torch.sin(h)
     lx, ly = px * c + py * s, -px * s + py * c
-    return (lx.abs() <= dx / 2 + _EPS) & (ly.abs() <= dy / 2 + _EPS)
+    return (lx.abs() <= dx / 2 + eps) & (ly.abs() <= dy / 2 + eps)
 
 
+@torch.no_grad()
 def bev_inter_area(bev_a, bev_b):
-    """(N, 5), (M, 5) rectangles -> (N, M) intersection areas, on their device."""
+    """(N, 5), (M, 5) rectangles -> (N, M) intersection areas, on their device (sizes as absolute values)."""
+    eps = _eps(bev_a.dtype)
+    bev_a, bev_b = bev_a.clone(), bev_b.clone()
+    bev_a[:, 2:4], bev_b[:, 2:4] = bev_a[:, 2:4].abs(), bev_b[:, 2:4].abs()
     n, m = bev_a.shape[0], bev_b.shape[0]
     ca, cb = _corners(bev_a), _corners(bev_b)  # (N, 4, 2), (M, 4, 2)
     # corners of a inside b and of b inside a
@@ -65,10 +78,10 @@ def bev_inter_area(bev_a, bev_b):
 
     denom = cross(r, s)  # (N, M, 4, 4)
     qp = q - p
-    ok = denom.abs() > _EPS
+    ok = denom.abs() > eps * r.norm(dim=-1) * s.norm(dim=-1)  # not parallel (relative to the edge lengths)
     safe = torch.where(ok, denom, torch.ones_like(denom))
     t, u = cross(qp, s) / safe, cross(qp, r) / safe
-    hit = ok & (t >= -_EPS) & (t <= 1 + _EPS) & (u >= -_EPS) & (u <= 1 + _EPS)
+    hit = ok & (t >= -eps) & (t <= 1 + eps) & (u >= -eps) & (u <= 1 + eps)
     crossings = (p + t[..., None] * r).reshape(n, m, 16, 2)
     pts = torch.cat([a_pts, b_pts, crossings], dim=2)  # (N, M, 24, 2)
     valid = torch.cat([a_in, b_in, hit.reshape(n, m, 16)], dim=2)
@@ -90,18 +103,21 @@ def _work_dtype(t):
 
 
 def _pairs_in_chunks(boxes_a, boxes_b, fn):
-    rows = max(1, CHUNK_PAIRS // max(1, boxes_b.shape[0]))
-    return torch.cat([fn(boxes_a[i:i + rows], boxes_b) for i in range(0, boxes_a.shape[0], rows)] or
-                     [boxes_a.new_zeros((0, boxes_b.shape[0]))], dim=0)
+    """``fn`` over blocks of rows and columns holding at most ``CHUNK_PAIRS`` pairs each."""
+    cols = max(1, min(boxes_b.shape[0], CHUNK_PAIRS))
+    rows = max(1, CHUNK_PAIRS // cols)
+    out = [torch.cat([fn(boxes_a[i:i + rows], boxes_b[j:j + cols]) for j in range(0, boxes_b.shape[0], cols)], dim=1)
+           for i in range(0, boxes_a.shape[0], rows)]
+    return torch.cat(out, dim=0)
 
 
-def boxes_overlap(boxes_a, boxes_b, use_3d=False):
-    """(N, 7), (M, 7) -> (N, M) BEV (``use_3d`` False) or 3D IoU, on the boxes' device, in their dtype."""
-    out_dtype = boxes_a.dtype if boxes_a.is_floating_point() else torch.float32
+def _overlap_work(boxes_a, boxes_b, use_3d):
+    """IoU in the working dtype (float64 where the device has it)."""
     wd = _work_dtype(boxes_a)
-    a, b = boxes_a[:, :7].to(wd), boxes_b[:, :7].to(wd)
+    a, b = boxes_a[:, :7].to(wd).clone(), boxes_b[:, :7].to(boxes_a.device, wd).clone()
+    a[:, 3:6], b[:, 3:6] = a[:, 3:6].abs(), b[:, 3:6].abs()
     if a.shape[0] == 0 or b.shape[0] == 0:
-        return boxes_a.new_zeros((a.shape[0], b.shape[0]), dtype=out_dtype)
+        return a.new_zeros((a.shape[0], b.shape[0]))
 
     def block(a_, b_):
         inter = bev_inter_area(a_[:, [0, 1, 3, 4, 6]], b_[:, [0, 1, 3, 4, 6]])
@@ -112,9 +128,16 @@ def boxes_overlap(boxes_a, boxes_b, use_3d=False):
             inter = inter * (hi - lo).clamp_min(0)
             size_a, size_b = size_a * a_[:, 5], size_b * b_[:, 5]
         union = size_a[:, None] + size_b[None] - inter
-        return inter / union.clamp_min(1e-12)
+        return torch.where(union > 0, inter / union.clamp_min(1e-300), torch.zeros_like(inter))
 
-    return _pairs_in_chunks(a, b, block).to(out_dtype)
+    return _pairs_in_chunks(a, b, block)
+
+
+@torch.no_grad()
+def boxes_overlap(boxes_a, boxes_b, use_3d=False):
+    """(N, 7), (M, 7) -> (N, M) BEV (``use_3d`` False) or 3D IoU, on the boxes' device, in their dtype."""
+    out_dtype = boxes_a.dtype if boxes_a.is_floating_point() else torch.float32
+    return _overlap_work(boxes_a, boxes_b, use_3d).to(out_dtype)
 
 
 def boxes_bev_iou(boxes_a, boxes_b):
@@ -125,10 +148,12 @@ def boxes_iou3d(boxes_a, boxes_b):
     return boxes_overlap(boxes_a, boxes_b, use_3d=True)
 
 
+@torch.no_grad()
 def nms(boxes, scores, thresh, pre_max_size=None, post_max_size=None):
     """Greedy rotated-BEV NMS on the device: the kept indices into ``boxes`` (int64), best first; same
-    rules as :func:`.iou3d_nms_utils.nms_cpu` (stable order for equal scores, IoU > thresh suppresses)."""
-    s = scores.reshape(-1)
+    rules as :func:`.iou3d_nms_utils.nms_cpu` (stable order for equal scores, IoU > thresh suppresses,
+    ``post_max_size`` None or negative: no limit)."""
+    s = scores.reshape(-1).to(boxes.device)
     if s.numel() != boxes.shape[0]:
         raise ValueError(f"{boxes.shape[0]} boxes but {s.numel()} scores")
     order = torch.sort(-s.to(_work_dtype(s)), stable=True)[1]
@@ -136,15 +161,24 @@ def nms(boxes, scores, thresh, pre_max_size=None, post_max_size=None):
         order = order[:pre_max_size]
     if order.numel() == 0 or post_max_size == 0:
         return order.new_zeros(0)
-    iou = boxes_bev_iou(boxes[order], boxes[order])
+    iou = _overlap_work(boxes[order], boxes[order], use_3d=False)  # compared in float64, as the kernels do
     n = order.numel()
-    earlier = torch.ones(n, n, dtype=torch.bool, device=boxes.device).tril(-1)  # j < i
-    sup = (iou > thresh) & earlier  # sup[i, j]: j can suppress i
+    sup = (iou > thresh) & torch.ones(n, n, dtype=torch.bool, device=boxes.device).tril(-1)  # j < i suppresses i
     keep = torch.ones(n, dtype=torch.bool, device=boxes.device)
-    for _ in range(n):
+    converged = False
+    for _ in range(min(n, DEVICE_ITERATIONS)):
         new = ~(sup & keep[None]).any(dim=1)
         if torch.equal(new, keep):
+            converged = True
             break
         keep = new
+    if not converged and n > DEVICE_ITERATIONS:  # a long suppression chain: finish the scan sequentially
+        import numpy as np
+
+        mask = sup.cpu().numpy()
+        kept_np = np.zeros(n, dtype=bool)
+        for i in range(n):
+            kept_np[i] = not mask[i, kept_np].any()
+        keep = torch.from_numpy(kept_np).to(boxes.device)
     kept = order[keep]
-    return kept if post_max_size is None else kept[:int(post_max_size)]
+    return kept if post_max_size is None or post_max_size < 0 else kept[:int(post_max_size)]
