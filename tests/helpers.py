@@ -1,5 +1,6 @@
 """Helpers shared by the tests (one module, imported as ``tests.helpers``): the real-data guard,
 a stand-in dataset with only the geometry a model is built from, small configs and pillar batches."""
+import math
 import os
 
 import numpy as np
@@ -76,6 +77,24 @@ def random_batch(grid, batch_size=2, per_sample=(150, 90), seed=0):
     return {"voxels": torch.randn(v, 32, 4, generator=g), "voxel_num_points": torch.randint(1, 33, (v,), generator=g),
             "voxel_coords": coords, "batch_size": batch_size, "gt_boxes": gt[:batch_size],
             "frame_id": [f"{seed:03d}{b:03d}" for b in range(batch_size)]}
+
+
+def voxel_batch(grid, per_sample=(700, 500), seed=0):
+    """Distinct random voxels of a (x, y, z) ``grid`` per sample, 5 points each, with a Car and a
+    Pedestrian box inside the small range."""
+    g = torch.Generator().manual_seed(seed)
+    coords = []
+    for b, n in enumerate(per_sample):
+        cells = torch.randperm(int(np.prod(grid)), generator=g)[:n]
+        x, y, z = cells % grid[0], (cells // grid[0]) % grid[1], cells // (grid[0] * grid[1])
+        coords.append(torch.stack([torch.full((n,), b), z, y, x], 1))
+    coords = torch.cat(coords).int()
+    v = coords.shape[0]
+    gt = torch.tensor([[[3.0, 0.5, -1.0, 3.9, 1.6, 1.56, 0.3, 1], [5.0, -1.5, -0.9, 0.8, 0.6, 1.73, 0.0, 2]],
+                       [[4.0, 1.0, -0.9, 1.76, 0.6, 1.73, 1.2, 3], [0, 0, 0, 0, 0, 0, 0, 0]]])
+    return {"voxels": torch.randn(v, 5, 4, generator=g), "voxel_num_points": torch.randint(1, 6, (v,), generator=g),
+            "voxel_coords": coords, "batch_size": 2, "gt_boxes": gt,
+            "frame_id": [f"{seed:03d}{b:03d}" for b in range(2)]}
 
 
 # ----------------------------------------------------------------------------- segmentation KD
@@ -174,11 +193,11 @@ def dense_bn(bn, x, mask):
     return (y * bn.weight.view(shape) + bn.bias.view(shape)) * mask
 
 
-def randomise_bn1d(module, gen):
-    """Running statistics and affine parameters of every BatchNorm1d drawn from ``gen`` (so that an
-    eval-mode reference is not the identity)."""
+def randomise_bn1d(module, gen, types=(torch.nn.BatchNorm1d,)):
+    """Running statistics and affine parameters of every BatchNorm of ``types`` (default BatchNorm1d)
+    drawn from ``gen`` (so that an eval-mode reference is not the identity)."""
     for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
+        if isinstance(m, types):
             with torch.no_grad():
                 m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
                 m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
@@ -197,3 +216,12 @@ def load_synthetic_and_kitti_twin(path, cwd, monkeypatch):
     kitti = load_experiment_cfg(REPO_ROOT / "kd_cfgs" / "kitti" / path.name)
     assert cfg.DATA_CONFIG.DATA_PATH == "data/synthetic_kitti" and cfg.KD.TEACHER.DATA_CONFIG == cfg.DATA_CONFIG
     return cfg, kitti
+
+
+# ----------------------------------------------------------------------------- boxes
+def random_boxes(n, seed, spread=10.0):
+    g = torch.Generator().manual_seed(seed)
+    centre = torch.rand(n, 3, generator=g) * torch.tensor([spread, spread, 2.0])
+    size = torch.rand(n, 3, generator=g) * 3 + 0.3
+    heading = (torch.rand(n, 1, generator=g) - 0.5) * 2 * math.pi
+    return torch.cat([centre, size, heading], 1).double()

@@ -96,7 +96,10 @@ def points_in_boxes_cpu(points, boxes):
 
 
 def points_in_boxes_index(points, boxes):
-    """(N, 3+) points, (M, 7+) boxes -> (N,) int64 index of the first box holding each point, or -1."""
+    """(N, 3+) points, (M, 7+) boxes -> (N,) int64 index of the first box holding each point, or -1.
+    Tensors on another device than the CPU go to :func:`points_in_boxes_index_torch` (no host copy)."""
+    if isinstance(points, torch.Tensor) and points.device.type != "cpu":
+        return points_in_boxes_index_torch(points, boxes)
     pts, bxs, is_torch = _prepare(points, boxes)
     out = _index_kernel(pts, bxs)
     return torch.from_numpy(out) if is_torch else out

@@ -11,7 +11,7 @@ import torch
 from pcdet.models import build_network
 from pcdet.train_utils.experiment import load_experiment_cfg
 from pcdet.utils.paths import REPO_ROOT
-from tests.helpers import fake_dataset, random_batch
+from tests.helpers import fake_dataset, random_batch, voxel_batch
 
 pytestmark = pytest.mark.gpu
 KITTI = REPO_ROOT / "tools" / "cfgs" / "kitti_models"
@@ -37,8 +37,6 @@ def _to(batch, device):
 
 def _batch(name, grid):
     if name.startswith("second"):
-        from tests.unit.test_second_kd import voxel_batch
-
         return voxel_batch(grid)
     return random_batch(grid)
 
@@ -116,7 +114,7 @@ def test_segmentor_loss_equals_the_cpu():
 
 def test_box_ops_and_nms_run_on_the_device_and_equal_the_cpu():
     from pcdet.ops.iou3d_nms import boxes_bev_iou, boxes_iou3d, nms
-    from tests.unit.test_iou3d_nms_torch import random_boxes
+    from tests.helpers import random_boxes
 
     a, b = random_boxes(200, 0), random_boxes(150, 1)
     for fn in (boxes_bev_iou, boxes_iou3d):

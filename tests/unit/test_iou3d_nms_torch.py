@@ -8,14 +8,7 @@ import torch
 
 from pcdet.ops.iou3d_nms import boxes_bev_iou, boxes_bev_iou_cpu, boxes_iou3d, boxes_iou3d_cpu, nms, nms_cpu
 from pcdet.ops.iou3d_nms import iou3d_nms_torch as dev
-
-
-def random_boxes(n, seed, spread=10.0):
-    g = torch.Generator().manual_seed(seed)
-    centre = torch.rand(n, 3, generator=g) * torch.tensor([spread, spread, 2.0])
-    size = torch.rand(n, 3, generator=g) * 3 + 0.3
-    heading = (torch.rand(n, 1, generator=g) - 0.5) * 2 * math.pi
-    return torch.cat([centre, size, heading], 1).double()
+from tests.helpers import random_boxes
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

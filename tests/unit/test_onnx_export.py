@@ -9,7 +9,7 @@ from pcdet.models import build_network
 from pcdet.models.model_utils.inference_utils import prepare_for_inference
 from pcdet.train_utils.experiment import load_experiment_cfg
 from pcdet.utils.paths import REPO_ROOT
-from tests.helpers import fake_dataset, random_batch
+from tests.helpers import fake_dataset, random_batch, randomise_bn1d, voxel_batch
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (requirements.txt installs it)")
 from pcdet.models.model_utils.onnx_utils import DenseBEVPart, OnnxExportError, OnnxRuntimeDetector  # noqa: E402
@@ -20,17 +20,6 @@ TOL = 1e-4
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _randomise_bn2d(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
-            with torch.no_grad():
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-
-
 def _model_and_batch(name):
     rng = "[0, -6.4, -3, 12.8, 6.4, 1]"
     cfg = load_experiment_cfg(KITTI / f"{name}.yaml", ["DATA_CONFIG.POINT_CLOUD_RANGE", rng])
@@ -38,18 +27,13 @@ def _model_and_batch(name):
     ds = fake_dataset(cfg, training=False, voxel=vs)
     torch.manual_seed(0)
     model = build_network(cfg.MODEL, 3, ds)
-    _randomise_bn2d(model)
+    randomise_bn1d(model, torch.Generator().manual_seed(0), (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))
     # head biases that make some anchors score above the threshold, so NMS has boxes to keep
     with torch.no_grad():
         model.dense_head.conv_cls.bias.fill_(-1.0)
     model.eval()
     grid = ds.data_processor.grid_size
-    if name.startswith("second"):
-        from tests.unit.test_second_kd import voxel_batch
-
-        batch = voxel_batch(grid)
-    else:
-        batch = random_batch(grid)
+    batch = voxel_batch(grid) if name.startswith("second") else random_batch(grid)
     batch.pop("gt_boxes")
     return model, batch
 

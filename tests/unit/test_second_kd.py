@@ -4,7 +4,6 @@ trains one step on a small range, the gradient reaching the student and every me
 N / K / tau and 32-channel adapters); every KITTI SECOND experiment has an embedded counterpart with
 the same methods; sparse encoders run in fp32 under bf16 autocast."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,7 +13,7 @@ from pcdet.models import build_network
 from pcdet.models.detectors import build_detector
 from pcdet.train_utils.experiment import load_experiment_cfg
 from pcdet.utils.paths import REPO_ROOT
-from tests.helpers import fake_dataset, load_synthetic_and_kitti_twin
+from tests.helpers import fake_dataset, load_synthetic_and_kitti_twin, voxel_batch
 
 KITTI_SECOND_KD = sorted((REPO_ROOT / "kd_cfgs" / "kitti").glob("second_*.yaml"))
 SYNTHETIC_SECOND_KD = sorted((REPO_ROOT / "kd_cfgs" / "synthetic").glob("second_*.yaml"))
@@ -24,24 +23,6 @@ SECOND_BASELINES = {"hinton", "fitnet", "attention_transfer", "similarity_preser
                     "sessd", "multiframe", "sparsekd", "paint_and_distill"}
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def voxel_batch(grid, per_sample=(700, 500), seed=0):
-    """Distinct random voxels of a (x, y, z) ``grid`` per sample, 5 points each, with a Car and a
-    Pedestrian box inside the small range."""
-    g = torch.Generator().manual_seed(seed)
-    coords = []
-    for b, n in enumerate(per_sample):
-        cells = torch.randperm(int(np.prod(grid)), generator=g)[:n]
-        x, y, z = cells % grid[0], (cells // grid[0]) % grid[1], cells // (grid[0] * grid[1])
-        coords.append(torch.stack([torch.full((n,), b), z, y, x], 1))
-    coords = torch.cat(coords).int()
-    v = coords.shape[0]
-    gt = torch.tensor([[[3.0, 0.5, -1.0, 3.9, 1.6, 1.56, 0.3, 1], [5.0, -1.5, -0.9, 0.8, 0.6, 1.73, 0.0, 2]],
-                       [[4.0, 1.0, -0.9, 1.76, 0.6, 1.73, 1.2, 3], [0, 0, 0, 0, 0, 0, 0, 0]]])
-    return {"voxels": torch.randn(v, 5, 4, generator=g), "voxel_num_points": torch.randint(1, 6, (v,), generator=g),
-            "voxel_coords": coords, "batch_size": 2, "gt_boxes": gt,
-            "frame_id": [f"{seed:03d}{b:03d}" for b in range(2)]}
 
 
 def small_kd_cfg(path):

@@ -18,7 +18,7 @@ from pcdet.config import ConfigError
 from pcdet.kd.keys import tea
 from pcdet.kd.nodes import full_precision
 from pcdet.models.model_utils.model_nms_utils import class_agnostic_nms
-from pcdet.ops.points_in_boxes import points_in_boxes_index, points_in_boxes_index_torch
+from pcdet.ops.points_in_boxes import points_in_boxes_index
 
 
 def head_view(model, where):
@@ -120,26 +120,19 @@ def gt_bev_masks(gt_boxes, h, w, pcr):
 
     Also returns the list of valid boxes per sample. Heights are ignored (a BEV test).
     """
-    centres = cell_centres(h, w, pcr)
-    on_device = gt_boxes.device.type != "cpu"  # CUDA: the torch test on the device, no host copy
-    if on_device:
-        centres_t = torch.from_numpy(centres).to(gt_boxes.device)
+    centres = torch.from_numpy(cell_centres(h, w, pcr)).to(gt_boxes.device)
     out, boxes = [], []
     for b in range(gt_boxes.shape[0]):
         g = valid_gt(gt_boxes[b].detach()).float()
-        boxes.append(g if on_device else g.cpu())
+        boxes.append(g)
         if g.shape[0] == 0:
             out.append(torch.full((h * w,), -1, dtype=torch.long, device=gt_boxes.device))
             continue
         flat = g[:, :7].clone()
         flat[:, 2] = 0.0
         flat[:, 5] = 1e4  # BEV test: every height is inside
-        if on_device:
-            out.append(points_in_boxes_index_torch(centres_t, flat))
-        else:
-            idx = points_in_boxes_index(centres, flat.cpu().numpy().astype(np.float32)).astype(np.int64)
-            out.append(torch.from_numpy(idx))
-    return torch.stack(out).view(-1, h, w).to(gt_boxes.device), boxes
+        out.append(points_in_boxes_index(centres, flat).to(gt_boxes.device))  # numba on CPU, torch on CUDA
+    return torch.stack(out).view(-1, h, w), boxes
 
 
 def confident_boxes(cls_logits, boxes, score_thresh, nms_thresh, max_boxes):

@@ -123,15 +123,23 @@ class OnnxRuntimeDetector:
         self.session = _session(self.path, threads if threads is not None else torch.get_num_threads(), providers)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.providers = self.session.get_providers()
+        self.last_dense_s = 0.0
 
     def dense_part(self, spatial_features):
         """ONNX Runtime's outputs for ``spatial_features`` as torch tensors, keyed by output name. The
         input goes through host memory (numpy feed), also for a CUDA / TensorRT provider: on a GPU this
         time includes the map's two copies (device buffers through IOBinding are not used yet)."""
+        import time
+
+        if spatial_features.is_cuda:
+            torch.cuda.synchronize(spatial_features.device)
+        t0 = time.perf_counter()
         feed = {DENSE_INPUT_KEY: spatial_features.detach().float().contiguous().cpu().numpy()}
         outs = self.session.run(self.output_names, feed)
-        return {n: torch.from_numpy(np.ascontiguousarray(o)).to(spatial_features.device)
+        maps = {n: torch.from_numpy(np.ascontiguousarray(o)).to(spatial_features.device)
                 for n, o in zip(self.output_names, outs)}
+        self.last_dense_s = time.perf_counter() - t0  # the copies and the session's run
+        return maps
 
     @torch.no_grad()
     def __call__(self, batch_dict):
