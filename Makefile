@@ -1,6 +1,7 @@
 # One-command set-up, tests and demo.
 #   make setup   create .venv, install everything (CPU build of torch + spconv by default) and
-#                compile the numba kernels once (their machine code is cached for every later run)
+#                compile the numba kernels once, one process per core (their machine code is cached for every
+#                later run)
 #   make test    setup + the test suite
 #   make lint    setup + the linters of requirements-lint.txt, as CI runs them before the tests: ruff
 #                (ruff.toml), hadolint on the Dockerfiles (.hadolint.yaml), the workflows against GitHub's
@@ -32,9 +33,7 @@ setup: $(STAMP)
 $(STAMP): setup.py requirements.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install "$(TORCH_SPEC)"
-	$(PY) -m pip install "$(SPCONV_SPEC)"
-	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install "$(TORCH_SPEC)" "$(SPCONV_SPEC)" -r requirements.txt
 	$(PY) -m pip install --no-deps -e .
 	$(PY) -m pcdet.utils.numba_warmup
 	touch $(STAMP)

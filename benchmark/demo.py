@@ -1,6 +1,6 @@
 """The main job on the embedded synthetic dataset (``make demo``).
 
-    python -m benchmark.demo --out output/demo [--frames 240] [--epochs 3] [--seed 0]
+    python -m benchmark.demo --out output/demo [--frames 160] [--epochs 3] [--seed 0]
 
 1. generates the embedded synthetic dataset in the KITTI layout and prints its label statistics
    next to real KITTI's (``pcdet.datasets.synthetic.stats``), then builds the KITTI info pickles;
@@ -106,7 +106,7 @@ def _plot(rows, path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(REPO_ROOT / "output" / "demo"))
-    p.add_argument("--frames", type=int, default=240)
+    p.add_argument("--frames", type=int, default=160)
     p.add_argument("--val_fraction", type=float, default=0.34)
     p.add_argument("--epochs", type=int, default=3, help="epochs of each of the three trainings")
     p.add_argument("--seed", type=int, default=0)

@@ -96,17 +96,40 @@ STEPS = (("KITTI evaluator", _kitti_eval), ("box overlap / NMS / points-in-box",
          ("distillation graph (KNN, edge losses)", _kd_kernels), ("synthetic LiDAR ray caster", _synthetic_sensor))
 
 
-def warm(steps=STEPS, stream=None):
-    """Compile (or load) every kernel family once; prints one line per family with its time."""
+def _timed(fn):
+    """Run one warm-up step (in a worker process of :func:`warm`) and return its seconds."""
+    _ANNOUNCED.add("KITTI evaluation")  # warm() announces every step itself
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory():
+        fn()
+    return time.perf_counter() - t0
+
+
+def warm(steps=STEPS, stream=None, jobs=1):
+    """Compile (or load) every kernel family once; prints one line per family with its time.
+
+    ``jobs`` > 1 compiles the families in that many worker processes (numba compiles on one core, and
+    each family's cache is independent), in the order of ``steps``; ``jobs=1`` runs them here, one
+    after the other. The command line uses one process per CPU core, at most one per family.
+    """
     stream = stream or sys.stdout
     _ANNOUNCED.add("KITTI evaluation")  # this function announces every step itself
     total = time.perf_counter()
-    with tempfile.TemporaryDirectory():
+    jobs = max(1, min(int(jobs), len(steps)))
+    if jobs == 1:
         for name, fn in steps:
-            t0 = time.perf_counter()
             print(f"[numba] {name} ...", end=" ", file=stream, flush=True)
-            fn()
-            print(f"{time.perf_counter() - t0:.1f} s", file=stream, flush=True)
+            print(f"{_timed(fn):.1f} s", file=stream, flush=True)
+    else:
+        import concurrent.futures
+        import multiprocessing
+
+        print(f"[numba] warming {len(steps)} kernel families in {jobs} processes: "
+              + ", ".join(name for name, _ in steps), file=stream, flush=True)
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_timed, fn): name for name, fn in steps}
+            for fut in concurrent.futures.as_completed(futures):
+                print(f"[numba] {futures[fut]}: {fut.result():.1f} s", file=stream, flush=True)
     from pcdet.datasets.kitti import eval as kitti_eval
 
     where = getattr(getattr(kitti_eval._eval_all, "_cache", None), "_cache_path", "numba's cache folder")
@@ -115,4 +138,6 @@ def warm(steps=STEPS, stream=None):
 
 
 if __name__ == "__main__":
-    warm()
+    import os
+
+    warm(jobs=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))

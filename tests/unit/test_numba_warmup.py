@@ -45,3 +45,15 @@ def test_warm_runs_every_step_and_reports_it(capsys):
     numba_warmup.warm(steps=(("one", lambda: calls.append(1)), ("two", lambda: calls.append(2))))
     out = capsys.readouterr().out
     assert calls == [1, 2] and "[numba] one ..." in out and "[numba] two ..." in out and "kernels ready" in out
+
+
+def test_warm_in_worker_processes_runs_every_step(tmp_path, capsys):
+    import functools
+    import pathlib
+
+    steps = tuple((name, functools.partial(pathlib.Path.touch, tmp_path / name)) for name in ("one", "two", "three"))
+    numba_warmup.warm(steps=steps, jobs=2)
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "three", "two"]
+    assert "families in 2 processes" in out and all(f"[numba] {n}:" in out for n in ("one", "two", "three"))
+    assert "kernels ready" in out
