@@ -3,7 +3,7 @@
     python -m benchmark list [--preset mini]
     python -m benchmark run --table ID [--preset smoke|mini|paired|paper] [--seeds N] [--out DIR] [--device cpu|cuda]
                             [--cache DIR] [--jobs N] [--launcher local|slurm] [--slurm_partition P]
-                            [--slurm_timeout_min M] [--gpus_per_training N]
+                            [--slurm_timeout_min M] [--slurm_cpus_per_training N] [--gpus_per_training N]
     python -m benchmark report [--out DIR]
 
 ``list`` shows every table of ``benchmark/tables/``, whether it runs now under the preset and, if
@@ -46,7 +46,8 @@ def cmd_list(args):
 def cmd_run(args):
     from benchmark.harness import run_table
 
-    slurm = {"cluster": args.slurm_cluster, "partition": args.slurm_partition, "timeout_min": args.slurm_timeout_min}
+    slurm = {"cluster": args.slurm_cluster, "partition": args.slurm_partition, "timeout_min": args.slurm_timeout_min,
+             "cpus_per_training": args.slurm_cpus_per_training}
     run_table(args.table, args.preset, args.seeds, args.out, args.device, args.cache, jobs=args.jobs,
               launcher=args.launcher, gpus_per_training=args.gpus_per_training, slurm=slurm)
     return 0
@@ -78,6 +79,9 @@ def main(argv=None):
                     help="local: this machine (default); slurm: one cluster job per experiment (submitit)")
     pr.add_argument("--slurm_partition", default=None)
     pr.add_argument("--slurm_timeout_min", type=int, default=24 * 60, help="time limit of each job")
+    pr.add_argument("--slurm_cpus_per_training", type=int, default=None,
+                    help="CPUs (and torch threads) of every training job (default 8), part of each training's "
+                         "spec; the driver's own core count is not used")
     pr.add_argument("--slurm_cluster", default="slurm", choices=["slurm", "local"],
                     help="local: submitit's local executor (the slurm code path without a scheduler; for tests)")
     pr.add_argument("--gpus_per_training", type=int, default=1,

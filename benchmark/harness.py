@@ -68,12 +68,14 @@ class TablePlan:
     """The experiments of one table under one preset, and which rows they serve."""
 
     def __init__(self, table, preset_name, preset, seeds, device, cache_root, jobs=1, cores=None, seeds_given=False,
-                 gpus_per_training=1):
+                 gpus_per_training=1, threads_per_training=None):
         self.table, self.preset_name, self.preset = table, preset_name, preset
         self.seeds, self.device, self.cache_root = list(seeds), device, Path(cache_root)
         self.seeds_given = bool(seeds_given)  # --seeds on the command line: every row trains those
         self.jobs, self.cores = max(1, int(jobs)), int(cores or os.cpu_count() or 1)
         self.gpus_per_training = max(1, int(gpus_per_training))  # CUDA trainings: > 1 runs torchrun
+        # a cluster job has its own CPUs: every training gets this many threads (None: share this machine's)
+        self.threads_per_training = int(threads_per_training) if threads_per_training else None
         self.runnable, self.status = registry.table_status(table, preset)
         self.data = None
         self.dataset_cls = self.evaluator_cls = None
@@ -145,8 +147,10 @@ class TablePlan:
         return self.teachers[cfg]
 
     def training_threads(self, exclusive):
-        """``threads``, ``exclusive`` and ``gpus`` of a training, from the plan alone (see :func:`training_threads`)."""
-        return {"threads": training_threads(exclusive, self.jobs, self.cores), "exclusive": exclusive,
+        """``threads``, ``exclusive`` and ``gpus`` of a training, from the plan alone (see :func:`training_threads`;
+        on a cluster, ``threads_per_training``: each job's own CPUs, whatever the driver's machine has)."""
+        threads = self.threads_per_training or training_threads(exclusive, self.jobs, self.cores)
+        return {"threads": threads, "exclusive": exclusive,
                 "gpus": self.gpus_per_training}
 
     def build(self):
@@ -214,6 +218,9 @@ class TablePlan:
                 seen.add(e.dir)
                 order.append(e)
         return order
+
+
+SLURM_CPUS_PER_TRAINING = 8  # CPUs (= torch threads) of one cluster training job unless given
 
 
 def threads_per_job(jobs, cores=None):
@@ -477,7 +484,9 @@ def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu",
     """Plan, run (cached) and write ``<out>/<table_id>.csv``; returns (csv path, lines, plan).
 
     ``jobs``: trainings at once (default: the preset's ``JOBS``, else 1). ``launcher``: ``local`` or
-    ``slurm`` (:mod:`benchmark.launchers`; ``slurm`` holds its options: cluster, partition, timeout_min);
+    ``slurm`` (:mod:`benchmark.launchers`; ``slurm`` holds its options: cluster, partition, timeout_min and
+    ``cpus_per_training``, the CPUs and threads of every training job, default
+    :data:`SLURM_CPUS_PER_TRAINING`: the plan never reads the driver's core count there);
     ``gpus_per_training``: GPUs of each CUDA training (> 1: torchrun inside the job)."""
     tables = tables or registry.load_tables()
     if table_id not in tables:
@@ -493,8 +502,12 @@ def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu",
     if jobs < 1:
         raise SystemExit("--jobs must be >= 1")
     out = Path(out) if out else REPO_ROOT / "output" / "benchmark" / preset_name
+    slurm = dict(slurm or {})
+    cpus = int(slurm.pop("cpus_per_training", None) or SLURM_CPUS_PER_TRAINING) if launcher == "slurm" else None
+    if cpus is not None and cpus < 1:
+        raise SystemExit("--slurm_cpus_per_training must be >= 1")
     plan = TablePlan(tables[table_id], preset_name, preset, range(n), device, cache_root or DEFAULT_CACHE, jobs=jobs,
-                     seeds_given=seeds is not None, gpus_per_training=gpus_per_training)
+                     seeds_given=seeds is not None, gpus_per_training=gpus_per_training, threads_per_training=cpus)
     if not plan.runnable:
         waits = sorted({m for ms in plan.status.values() for m in ms})
         raise SystemExit(f"{table_id} is not runnable yet; it waits for: {', '.join(waits)}")
@@ -508,7 +521,7 @@ def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu",
         from benchmark.launchers import make_runner
 
         run_plan(plan, runner=make_runner(launcher, jobs, plan.cache_root, device,
-                                          gpus_per_training=gpus_per_training, **(slurm or {})))
+                                          gpus_per_training=gpus_per_training, **slurm))
     except ExperimentError as err:
         raise SystemExit(f"[benchmark] {err}") from None
     lines = table_cells(plan)

@@ -14,9 +14,11 @@ error naming the shared-storage requirement); when the driver stops abnormally i
 still has queued or running. The nodes import the repository's ``benchmark`` package: run from the
 same checkout path on shared storage (or one on ``PYTHONPATH`` there).
 
-Each training job asks for ``cpus_per_task`` = its thread count and, on CUDA, ``gpus_per_training`` GPUs;
-with more than one, the job runs ``torchrun --nproc_per_node N tools/train.py --launcher pytorch``
-(the spec of such a training records N: it computes differently from a one-GPU run).
+Each training job asks for ``cpus_per_task`` = its thread count (``--slurm_cpus_per_training``, default 8,
+the same for every training and recorded in its spec; never the driver machine's core count) and, on
+CUDA, ``gpus_per_training`` GPUs; with more than one, the job runs
+``torchrun --nproc_per_node N tools/train.py --launcher pytorch`` (the spec of such a training records N:
+it computes differently from a one-GPU run).
 
 ``cluster="local"`` (``--slurm_cluster local``) runs the same code path through submitit's local
 executor (jobs as subprocesses of this machine, no scheduler): what CI tests.

@@ -79,7 +79,8 @@ def test_smoke_run_fills_every_cell_caches_and_resumes(tmp_path, monkeypatch):
     tables["teacher_only"] = registry.load_table(tmp_path / "teacher_only.yaml")
     cache2 = tmp_path / "cache_slurm"
     path4, _, plan4 = harness.run_table("teacher_only", "smoke", 1, tmp_path / "out_slurm", "cpu", cache2,
-                                        tables=tables, launcher="slurm", slurm={"cluster": "local"})
+                                        tables=tables, launcher="slurm",
+                                        slurm={"cluster": "local", "cpus_per_training": os.cpu_count()})
     assert [(r["row"], r["metric"], r["measured"]) for r in _read(path4)] == [
         (r["row"], r["metric"], r["measured"]) for r in rows if r["row"] == "teacher"]
     jobs = [p for p in (cache2 / "submitit").iterdir() if p.name.isdigit()]

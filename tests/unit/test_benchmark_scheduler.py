@@ -182,6 +182,25 @@ def test_plan_fixes_threads_in_each_training_spec(tmp_path, monkeypatch):
         assert (e.hash == one[(e.label, e.seed)].hash) == e.exclusive
 
 
+def test_cluster_trainings_take_their_threads_from_the_job_not_the_driver(tmp_path, monkeypatch):
+    """``--launcher slurm``: every training (teacher or student, any ``--jobs``) gets the jobs' own CPU
+    count, whatever the driver machine has; run_table refuses a count below one."""
+    from benchmark import registry
+    from benchmark.experiments import SyntheticData, Train
+
+    monkeypatch.setattr(SyntheticData, "first_val_frame", lambda self: tmp_path / "000000.bin")
+    tables, preset = registry.load_tables(), registry.load_presets()["mini"]
+    for cores in (2, 64):
+        plan = harness.TablePlan(tables["pd_t5"], "mini", preset, range(2), "cpu", tmp_path, jobs=4, cores=cores,
+                                 threads_per_training=8)
+        plan.build_data()
+        trains = [e for e in plan.build().experiments() if isinstance(e, Train)]
+        assert len(trains) == 9 and all(e.threads == 8 and e.spec["threads"] == 8 for e in trains)
+    with pytest.raises(SystemExit, match="slurm_cpus_per_training"):
+        harness.run_table("pd_t5", "mini", 1, tmp_path / "out", "cpu", tmp_path, launcher="slurm",
+                          slurm={"cpus_per_training": -1})
+
+
 def test_seeds_by_kd_gives_the_paired_arms_more_seeds_unless_seeds_are_given(tmp_path, monkeypatch):
     """mini's SEEDS_BY_KD: on pvd_t4 the no-KD and PVD rows train seeds 0..9, the ablation rows the
     preset's 3; ``--seeds`` (seeds_given) puts every row on the seeds asked for."""
