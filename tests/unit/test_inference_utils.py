@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pcdet.models import build_network
-from pcdet.models.model_utils.inference_utils import fold_batchnorm_, prepare_for_inference
+from pcdet.models.model_utils.inference_utils import fold_batchnorm_, fold_zero_padding_, prepare_for_inference
 from tests.helpers import fake_dataset, pillar_batch, small_cfg
 
 
@@ -38,9 +38,59 @@ def test_prepared_model_matches_eval_model(channels_last):
     fast = prepare_for_inference(model, channels_last=channels_last)
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fast.modules())
     assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())  # a copy
+    assert any(isinstance(m, torch.nn.ZeroPad2d) for m in model.modules())  # the stride-2 block entries
+    assert not any(isinstance(m, torch.nn.ZeroPad2d) for m in fast.modules())
+    assert fast.dense_head.predict_score_thresh == cfg.MODEL.POST_PROCESSING.SCORE_THRESH
+    fast.dense_head.predict_score_thresh = None  # every anchor decoded: the maps compare one to one
     out = _module_outputs(fast, batch)
     for key in ("pillar_features", "spatial_features_2d", "batch_cls_preds", "batch_box_preds"):
         torch.testing.assert_close(out[key], ref[key], rtol=1e-4, atol=1e-4)
+
+
+def test_decoding_above_the_score_threshold_keeps_the_post_processed_boxes():
+    """The deploy-mode head decodes only anchors with some class score >= the threshold (in any sample):
+    those rows equal the full decoding's, and post-processing returns the same boxes, scores, labels."""
+    torch.manual_seed(0)
+    cfg = small_cfg("pointpillar_16x.yaml")
+    ds = fake_dataset(cfg)
+    model = build_network(cfg.MODEL, 3, ds).eval()
+    head = model.dense_head
+    batch = _module_outputs(model, pillar_batch(ds.data_processor.grid_size))
+    g = torch.Generator().manual_seed(1)  # spread-out logits of the head maps' shapes: no ties in score
+    maps = {k: torch.randn(batch[k].shape, generator=g) * (2.0 if k == "cls_preds" else 0.3)
+            for k in ("cls_preds", "box_preds", "dir_cls_preds")}
+    cls_all, box_all = head.generate_predicted_boxes(2, maps["cls_preds"], maps["box_preds"], maps["dir_cls_preds"])
+    thresh = float(torch.sigmoid(cls_all).amax(dim=-1).amax(dim=0).quantile(0.8))
+    head.predict_score_thresh = thresh
+    cls_kept, box_kept = head.generate_predicted_boxes(2, maps["cls_preds"], maps["box_preds"], maps["dir_cls_preds"])
+    keep = (torch.sigmoid(cls_all) >= thresh).any(dim=-1).any(dim=0)
+    assert 0 < int(keep.sum()) < keep.numel() // 2
+    assert torch.equal(cls_kept, cls_all[:, keep]) and torch.equal(box_kept, box_all[:, keep])
+    head.train()
+    assert head.generate_predicted_boxes(2, maps["cls_preds"], maps["box_preds"])[0].shape == cls_all.shape
+    head.eval()
+    cfg.MODEL.POST_PROCESSING.SCORE_THRESH = thresh
+    model.model_cfg.POST_PROCESSING.SCORE_THRESH = thresh
+    full, _ = model.post_processing({"batch_size": 2, "batch_cls_preds": cls_all, "batch_box_preds": box_all})
+    kept, _ = model.post_processing({"batch_size": 2, "batch_cls_preds": cls_kept, "batch_box_preds": box_kept})
+    assert [len(p["pred_boxes"]) for p in full] == [len(p["pred_boxes"]) for p in kept] and len(full[0]["pred_boxes"])
+    for a, b in zip(full, kept):
+        for key in ("pred_boxes", "pred_scores", "pred_labels"):
+            assert torch.equal(a[key], b[key])
+
+
+def test_zero_pad_folds_into_the_following_convolution_only_when_symmetric():
+    torch.manual_seed(0)
+    nn = torch.nn
+    seq = nn.Sequential(nn.ZeroPad2d(1), nn.Conv2d(4, 6, 3, stride=2, padding=0, bias=False), nn.ReLU(),
+                        nn.ZeroPad2d((1, 0, 1, 0)), nn.Conv2d(6, 6, 3, padding=0),  # asymmetric: stays
+                        nn.ZeroPad2d(2), nn.Conv2d(6, 6, 3, padding=1))  # conv already pads: stays
+    x = torch.randn(2, 4, 17, 12)
+    ref = seq(x)
+    assert fold_zero_padding_(seq) == 1
+    assert isinstance(seq[0], nn.Identity) and seq[1].padding == (1, 1)
+    assert isinstance(seq[3], nn.ZeroPad2d) and isinstance(seq[5], nn.ZeroPad2d)
+    torch.testing.assert_close(seq(x), ref, rtol=1e-5, atol=1e-5)
 
 
 def test_folding_refuses_training_mode():
@@ -79,6 +129,7 @@ def test_sparse_conv_batchnorm_folding_keeps_second_outputs():
     fast = prepare_for_inference(model)
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fast.modules())
     assert sum(isinstance(m, FeatureBias) for m in fast.modules()) == 12  # input 1, conv1 1, conv2-4 3 each, out 1
+    fast.dense_head.predict_score_thresh = None  # every anchor decoded: the maps compare one to one
     out = _module_outputs(fast, batch)
     torch.testing.assert_close(to_dense(out["encoded_spconv_tensor"]), to_dense(ref["encoded_spconv_tensor"]),
                                rtol=1e-4, atol=1e-4)

@@ -187,15 +187,31 @@ class AnchorHeadTemplate(nn.Module):
                     int(batch_dict["batch_size"]), cls_map, box_map, batch_dict.get("dir_cls_preds" + suffix, None))
         return view
 
+    #: Deploy mode (set by ``prepare_for_inference`` to the detector's ``POST_PROCESSING.SCORE_THRESH``):
+    #: in eval mode, decode only the anchors at which some class's sigmoid score reaches it (in any sample
+    #: of the batch). Post-processing drops every other anchor before NMS, so its boxes are unchanged (a
+    #: score can differ in its last bit: the sigmoid then runs over a shorter tensor, with another split
+    #: between vectorised and scalar code); ``batch_*_preds`` hold those anchors only. None (default):
+    #: every anchor is decoded.
+    predict_score_thresh = None
+
     def generate_predicted_boxes(self, batch_size, cls_preds, box_preds, dir_cls_preds=None):
-        """Head maps (B, ny, nx, A*k) -> ``batch_cls_preds`` (B, N, C) logits, ``batch_box_preds`` (B, N, 7)."""
+        """Head maps (B, ny, nx, A*k) -> ``batch_cls_preds`` (B, N, C) logits, ``batch_box_preds`` (B, N, 7):
+        N = every anchor, or the anchors above :attr:`predict_score_thresh` when it is set (eval only)."""
         anchors = self._flat_anchors(batch_size)
         num_anchors = anchors.shape[1]
         batch_cls_preds = cls_preds.view(batch_size, num_anchors, -1).float()
-        batch_box_preds = self.box_coder.decode_torch(box_preds.view(batch_size, num_anchors, -1), anchors)
-        if dir_cls_preds is not None:
+        box_preds = box_preds.view(batch_size, num_anchors, -1)
+        dir_preds = dir_cls_preds.view(batch_size, num_anchors, -1) if dir_cls_preds is not None else None
+        if self.predict_score_thresh is not None and not self.training:
+            # the comparison post-processing makes (model_nms_utils: sigmoid score >= SCORE_THRESH)
+            keep = (torch.sigmoid(batch_cls_preds) >= self.predict_score_thresh).any(dim=-1).any(dim=0)
+            batch_cls_preds, box_preds, anchors = batch_cls_preds[:, keep], box_preds[:, keep], anchors[:, keep]
+            dir_preds = dir_preds[:, keep] if dir_preds is not None else None
+        batch_box_preds = self.box_coder.decode_torch(box_preds, anchors)
+        if dir_preds is not None:
             nb = self.model_cfg.NUM_DIR_BINS
-            dir_labels = torch.max(dir_cls_preds.view(batch_size, num_anchors, -1), dim=-1)[1]
+            dir_labels = torch.max(dir_preds, dim=-1)[1]
             period = 2 * np.pi / nb
             dir_rot = limit_period(
                 batch_box_preds[..., 6] - self.model_cfg.DIR_OFFSET, self.model_cfg.DIR_LIMIT_OFFSET, period

@@ -2,7 +2,10 @@
 
 ``prepare_for_inference(model)`` returns an eval-mode copy in which every BatchNorm that follows a
 convolution, transposed convolution or linear layer is folded into that layer's weights and bias
-(what TensorRT and other deployment runtimes do), and, optionally, the 2D convolutions use the
+(what TensorRT and other deployment runtimes do), each explicit zero pad in front of an unpadded
+convolution is folded into that convolution's padding (no padded copy of the BEV map), an anchor head
+decodes only the anchors whose score reaches the post-processing threshold (the others never reach NMS),
+and, optionally, the 2D convolutions use the
 channels-last memory layout that the CPU (oneDNN) kernels prefer. The outputs equal the eval-mode
 model's up to float rounding (tested). Inside spconv's ``SparseSequential`` a sparse convolution directly
 followed by a BatchNorm1d (SECOND's blocks) is folded too: the BN scale goes into the convolution's
@@ -93,11 +96,56 @@ def fold_batchnorm_(model):
     return folded
 
 
+def fold_zero_padding_(model):
+    """Fold, in place, each ``nn.ZeroPad2d`` directly followed by an unpadded ``nn.Conv2d`` inside an
+    ``nn.Sequential`` (the stride-2 entry of PointPillars/SECOND BEV blocks) into the convolution's own
+    zero padding; the pad becomes ``nn.Identity``, so the Sequential keeps its indices. Only symmetric
+    pads fold (left = right, top = bottom: a convolution pads both sides alike); the result is the same
+    convolution of the same zero-padded input, without materialising the padded copy. Returns how many
+    were folded."""
+    folded = 0
+    for seq in model.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            pad, conv = seq._modules[a], seq._modules[b]
+            if not (isinstance(pad, nn.ZeroPad2d) and isinstance(conv, nn.Conv2d)):
+                continue
+            left, right, top, bottom = pad.padding
+            if left != right or top != bottom or tuple(conv.padding) != (0, 0) or conv.padding_mode != "zeros":
+                continue
+            conv.padding = (top, left)
+            seq._modules[a] = nn.Identity()
+            folded += 1
+    return folded
+
+
+def decode_above_score_thresh_(model):
+    """Let an anchor head decode only the anchors that post-processing can keep: those at which some
+    class's score reaches the detector's ``POST_PROCESSING.SCORE_THRESH`` (see
+    ``AnchorHeadTemplate.predict_score_thresh``). Only where the detector uses the template's
+    post-processing (score threshold, then NMS); returns whether it was set."""
+    from pcdet.models.detectors.detector3d_template import Detector3DTemplate
+
+    head = getattr(model, "dense_head", None)
+    pp = getattr(getattr(model, "model_cfg", None), "POST_PROCESSING", None) or {}
+    thresh = pp.get("SCORE_THRESH")
+    if (head is None or not hasattr(head, "predict_score_thresh") or thresh is None
+            or type(model).post_processing is not Detector3DTemplate.post_processing):
+        return False
+    head.predict_score_thresh = float(thresh)
+    return True
+
+
 def prepare_for_inference(model, fold_bn=True, channels_last=True):
-    """An eval-mode deep copy of ``model`` with BatchNorm folded and channels-last 2D convolutions."""
+    """An eval-mode deep copy of ``model`` with BatchNorm folded, zero pads folded into the following
+    convolution (:func:`fold_zero_padding_`) and channels-last 2D convolutions."""
     model = copy.deepcopy(model).eval()
     if fold_bn:
         fold_batchnorm_(model)
+    fold_zero_padding_(model)
+    decode_above_score_thresh_(model)
     if channels_last:
         for module in model.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):

@@ -34,12 +34,13 @@ class PointPillarScatter(nn.Module):
     def forward(self, batch_dict):
         feats, coords = batch_dict["pillar_features"], batch_dict["voxel_coords"]
         batch_size = int(batch_dict["batch_size"])
-        canvas = feats.new_zeros(batch_size, self.num_bev_features, self.nz * self.ny * self.nx)
+        # cell-major canvas (B, cells, C): one zero fill, the scatter writes whole feature rows, and the
+        # permuted view is a channels-last (B, C, ny, nx) map without a copy
+        canvas = feats.new_zeros(batch_size, self.nz * self.ny * self.nx, self.num_bev_features)
         if feats.shape[0] > 0:
             b = coords[:, 0].long()
             flat = coords[:, 1].long() * (self.ny * self.nx) + coords[:, 2].long() * self.nx + coords[:, 3].long()
-            canvas = canvas.permute(0, 2, 1).contiguous()
             canvas[b, flat] = feats
-            canvas = canvas.permute(0, 2, 1)
+        canvas = canvas.permute(0, 2, 1)
         batch_dict["spatial_features"] = canvas.reshape(batch_size, self.num_bev_features * self.nz, self.ny, self.nx)
         return batch_dict
