@@ -123,3 +123,29 @@ def test_box_ops_and_nms_run_on_the_device_and_equal_the_cpu():
     scores = torch.rand(200, generator=torch.Generator().manual_seed(2)).double()
     kept = nms(a.to(CUDA), scores.to(CUDA), 0.3)
     assert kept.device.type == "cuda" and torch.equal(kept.cpu(), nms(a, scores, 0.3))
+
+
+def test_onnx_runtime_io_binding_reads_and_writes_device_memory(tmp_path):
+    """ONNX Runtime's CUDA provider through IOBinding: the head maps stay on the GPU and equal the host
+    feed's (the same session, so to rounding only). Skips when the CUDA provider is not installed."""
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime without CUDAExecutionProvider (pip install onnxruntime-gpu)")
+    from pcdet.models.model_utils.onnx_utils import OnnxRuntimeDetector
+
+    cfg = load_experiment_cfg(KITTI / "pointpillar_16x.yaml", ["DATA_CONFIG.POINT_CLOUD_RANGE", SMALL])
+    ds = fake_dataset(cfg, training=False, voxel=tuple(cfg.DATA_CONFIG.DATA_PROCESSOR[-1].VOXEL_SIZE))
+    torch.manual_seed(0)
+    model = build_network(cfg.MODEL, 3, ds).to(CUDA).eval()
+    batch = _to(random_batch(ds.data_processor.grid_size), CUDA)
+    batch.pop("gt_boxes")
+    with torch.no_grad():
+        model(batch)
+    x = batch["spatial_features"]
+    det = OnnxRuntimeDetector(model, x, path=tmp_path / "dense.onnx", providers=["CUDAExecutionProvider"])
+    assert det.providers[0] == "CUDAExecutionProvider" and det._binding_device(x) == ("cuda", x.device.index or 0)
+    bound = det.dense_part(x)
+    det.io_binding = False
+    fed = det.dense_part(x)
+    for key in det.output_names:
+        assert bound[key].is_cuda and _close(bound[key], fed[key], 1e-5), key

@@ -69,6 +69,25 @@ def test_onnx_runtime_equals_pytorch(name, mode, tmp_path):
         assert torch.allclose(top_p, top_r, atol=1e-4)
 
 
+def test_io_binding_equals_the_host_feed(tmp_path):
+    """The session writing into torch tensors (IOBinding, the default) gives the numpy feed's maps bit for
+    bit, also for a batch size other than the export's (the graph's batch axis is dynamic)."""
+    model, batch = _model_and_batch("pointpillar_16x")
+    ref_batch = _clone(batch)
+    with torch.no_grad():
+        model(ref_batch)
+    x = ref_batch["spatial_features"]
+    ort_model = OnnxRuntimeDetector(model, x, path=tmp_path / "dense.onnx", threads=1)
+    assert ort_model.io_binding and ort_model._output_shapes(x.shape[0]) is not None
+    for inp in (x, x[:1], x.contiguous(memory_format=torch.channels_last)):
+        ort_model.io_binding = True
+        bound = ort_model.dense_part(inp)
+        ort_model.io_binding = False
+        fed = ort_model.dense_part(inp)
+        for key in ort_model.output_names:
+            assert bound[key].shape[0] == inp.shape[0] and torch.equal(bound[key], fed[key]), key
+
+
 def test_export_refuses_a_model_without_a_bev_head():
     with pytest.raises(OnnxExportError, match="backbone_2d"):
         DenseBEVPart(torch.nn.Module())
