@@ -1,8 +1,8 @@
 """``python -m benchmark list | run | report``: the papers' tables as cached experiments.
 
     python -m benchmark list [--preset mini]
-    python -m benchmark run --table ID [--preset smoke|mini|paired|paper] [--seeds N] [--out DIR] [--device cpu|cuda]
-                            [--cache DIR] [--jobs N] [--launcher local|slurm] [--slurm_partition P]
+    python -m benchmark run --table ID [--preset smoke|mini|paired|paper] [--seeds N] [--rows REGEX] [--out DIR]
+                            [--device cpu|cuda] [--cache DIR] [--jobs N] [--launcher local|slurm] [--slurm_partition P]
                             [--slurm_timeout_min M] [--slurm_cpus_per_training N] [--gpus_per_training N]
     python -m benchmark report [--out DIR]
 
@@ -49,7 +49,7 @@ def cmd_run(args):
     slurm = {"cluster": args.slurm_cluster, "partition": args.slurm_partition, "timeout_min": args.slurm_timeout_min,
              "cpus_per_training": args.slurm_cpus_per_training}
     run_table(args.table, args.preset, args.seeds, args.out, args.device, args.cache, jobs=args.jobs,
-              launcher=args.launcher, gpus_per_training=args.gpus_per_training, slurm=slurm)
+              launcher=args.launcher, gpus_per_training=args.gpus_per_training, slurm=slurm, rows=args.rows)
     return 0
 
 
@@ -70,6 +70,9 @@ def main(argv=None):
     pr.add_argument("--preset", default="smoke", choices=list(registry.load_presets()),
                     help="benchmark/presets.yaml: %(choices)s")
     pr.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the preset's)")
+    pr.add_argument("--rows", default=None, metavar="REGEX",
+                    help="run only the rows whose name matches (e.g. 'SECOND'); the other rows are filled from "
+                         "the cache where all they need is cached, else left empty")
     pr.add_argument("--out", default=None, help="folder of the CSVs (default output/benchmark/<preset>)")
     pr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     pr.add_argument("--cache", default=None, help="experiment cache (default output/benchmark/cache)")

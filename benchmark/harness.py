@@ -25,6 +25,7 @@ What each measure contributes (a row's metrics are its ``PAPER`` keys plus these
 """
 import concurrent.futures
 import os
+import re
 from pathlib import Path
 
 import tqdm
@@ -68,7 +69,7 @@ class TablePlan:
     """The experiments of one table under one preset, and which rows they serve."""
 
     def __init__(self, table, preset_name, preset, seeds, device, cache_root, jobs=1, cores=None, seeds_given=False,
-                 gpus_per_training=1, threads_per_training=None):
+                 gpus_per_training=1, threads_per_training=None, row_pattern=None):
         self.table, self.preset_name, self.preset = table, preset_name, preset
         self.seeds, self.device, self.cache_root = list(seeds), device, Path(cache_root)
         self.seeds_given = bool(seeds_given)  # --seeds on the command line: every row trains those
@@ -76,6 +77,8 @@ class TablePlan:
         self.gpus_per_training = max(1, int(gpus_per_training))  # CUDA trainings: > 1 runs torchrun
         # a cluster job has its own CPUs: every training gets this many threads (None: share this machine's)
         self.threads_per_training = int(threads_per_training) if threads_per_training else None
+        self.row_pattern = row_pattern  # --rows: a regular expression on row names (None: every row)
+        self.selected = None  # the rows --rows matched, after build()
         self.runnable, self.status = registry.table_status(table, preset)
         self.data = None
         self.dataset_cls = self.evaluator_cls = None
@@ -196,7 +199,26 @@ class TablePlan:
                 ko = p["KD_OVERHEAD"]
                 self.table_exps["kd_overhead"] = KDOverhead(self.cache_root, kd_cfg.stem, kd_cfg, frame, ko["STEPS"],
                                                             ko["WARMUP"])
+        if self.row_pattern:
+            self._select_rows()
         return self
+
+    def _select_rows(self):
+        """``--rows``: keep the rows whose name matches the pattern, and the others whose experiments are
+        all cached already (their cells come from the cache); the other rows stay empty in the CSV. The
+        teachers left are those a kept row reports or distils from; the table-wide timings (latency, KD
+        overhead) stay, they measure every runnable row's config at once."""
+        pattern = re.compile(self.row_pattern)
+
+        def flat(exps):
+            return [e for v in exps.values() for e in (v if isinstance(v, list) else [v]) if e is not None]
+
+        self.selected = [n for n in self.row_exps if pattern.search(n)]
+        self.row_exps = {n: exps for n, exps in self.row_exps.items()
+                         if n in self.selected or all(e.cached() for e in flat(exps))}
+        used = {id(x) for exps in self.row_exps.values() for e in flat(exps)
+                for x in (e, getattr(e, "teacher", None)) if x is not None}
+        self.teachers = {cfg: t for cfg, t in self.teachers.items() if id(t) in used}
 
     def experiments(self):
         """Every experiment once, in run order (teacher before the rows that distil from it; with the
@@ -480,14 +502,16 @@ def table_cells(plan):
 
 
 def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu", cache_root=None, tables=None,
-              jobs=None, launcher="local", gpus_per_training=1, slurm=None):
+              jobs=None, launcher="local", gpus_per_training=1, slurm=None, rows=None):
     """Plan, run (cached) and write ``<out>/<table_id>.csv``; returns (csv path, lines, plan).
 
     ``jobs``: trainings at once (default: the preset's ``JOBS``, else 1). ``launcher``: ``local`` or
     ``slurm`` (:mod:`benchmark.launchers`; ``slurm`` holds its options: cluster, partition, timeout_min and
     ``cpus_per_training``, the CPUs and threads of every training job, default
     :data:`SLURM_CPUS_PER_TRAINING`: the plan never reads the driver's core count there);
-    ``gpus_per_training``: GPUs of each CUDA training (> 1: torchrun inside the job)."""
+    ``gpus_per_training``: GPUs of each CUDA training (> 1: torchrun inside the job). ``rows``: a regular
+    expression on row names; only the matching rows run (the others are filled from the cache where
+    everything they need is cached, else left empty: :meth:`TablePlan._select_rows`)."""
     tables = tables or registry.load_tables()
     if table_id not in tables:
         raise SystemExit(f"unknown table {table_id!r}; known: {', '.join(tables)}")
@@ -507,10 +531,19 @@ def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu",
     if cpus is not None and cpus < 1:
         raise SystemExit("--slurm_cpus_per_training must be >= 1")
     plan = TablePlan(tables[table_id], preset_name, preset, range(n), device, cache_root or DEFAULT_CACHE, jobs=jobs,
-                     seeds_given=seeds is not None, gpus_per_training=gpus_per_training, threads_per_training=cpus)
+                     seeds_given=seeds is not None, gpus_per_training=gpus_per_training, threads_per_training=cpus,
+                     row_pattern=rows)
     if not plan.runnable:
         waits = sorted({m for ms in plan.status.values() for m in ms})
         raise SystemExit(f"{table_id} is not runnable yet; it waits for: {', '.join(waits)}")
+    if rows is not None:
+        try:
+            matched = [n for n in plan.runnable if re.search(rows, n)]
+        except re.error as err:
+            raise SystemExit(f"--rows {rows!r} is not a regular expression: {err}") from None
+        if not matched:
+            raise SystemExit(f"--rows {rows!r} matches no runnable row of {table_id}; runnable: {plan.runnable}")
+        _log(f"--rows {rows!r}: {len(matched)} of {len(plan.runnable)} runnable rows run: {', '.join(matched)}")
     try:
         data = plan.build_data()
         if isinstance(data, SyntheticData):

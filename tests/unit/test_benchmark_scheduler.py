@@ -201,6 +201,40 @@ def test_cluster_trainings_take_their_threads_from_the_job_not_the_driver(tmp_pa
                           slurm={"cpus_per_training": -1})
 
 
+def test_rows_pattern_runs_the_matching_rows_and_keeps_cached_ones(tmp_path, monkeypatch):
+    """``--rows SECOND`` on pd_t1 under mini: only the SECOND rows' trainings (and their teacher) are
+    planned; another row stays in the table when everything it needs is cached already."""
+    from benchmark import registry
+    from benchmark.experiments import SyntheticData, Train
+
+    monkeypatch.setattr(SyntheticData, "first_val_frame", lambda self: tmp_path / "000000.bin")
+    tables, preset = registry.load_tables(), registry.load_presets()["mini"]
+
+    def plan_for(pattern):
+        plan = harness.TablePlan(tables["pd_t1"], "mini", preset, range(3), "cpu", tmp_path, jobs=2, cores=2,
+                                 row_pattern=pattern)
+        plan.build_data()
+        return plan.build()
+
+    full, second = plan_for(None), plan_for("SECOND")
+    assert second.selected == [n for n in full.row_exps if "SECOND" in n] and len(second.selected) == 5
+    assert sorted(second.row_exps) == sorted(second.selected)
+    trains = [e for e in second.experiments() if isinstance(e, Train)]
+    assert trains and all("second" in e.label for e in trains)
+    assert {e.label for e in trains} == {"teacher_second", "second_4x", "second_16x", "second_4x_pointdistiller",
+                                         "second_16x_pointdistiller"}
+    cached = {e.dir for e in full.row_exps["PointPillars 4x, no KD"]["accuracy"]}
+    cached |= {full.row_exps["PointPillars 4x, no KD"]["complexity"].dir}
+    monkeypatch.setattr(Train, "cached", lambda self: self.dir in cached)
+    from benchmark.experiments import Complexity
+    monkeypatch.setattr(Complexity, "cached", lambda self: self.dir in cached)
+    again = plan_for("SECOND")
+    assert "PointPillars 4x, no KD" in again.row_exps and "PointPillars 4x, PointDistiller" not in again.row_exps
+    for bad, msg in (("(", "not a regular expression"), ("no such row", "matches no runnable row")):
+        with pytest.raises(SystemExit, match=msg):
+            harness.run_table("pd_t1", "mini", 1, tmp_path / "out", "cpu", tmp_path, rows=bad)
+
+
 def test_seeds_by_kd_gives_the_paired_arms_more_seeds_unless_seeds_are_given(tmp_path, monkeypatch):
     """mini's SEEDS_BY_KD: on pvd_t4 the no-KD and PVD rows train seeds 0..9, the ablation rows the
     preset's 3; ``--seeds`` (seeds_given) puts every row on the seeds asked for."""
