@@ -71,20 +71,25 @@ def test_smoke_run_fills_every_cell_caches_and_resumes(tmp_path, monkeypatch):
     log = (student_exp.dir / "train.log").read_text()
     assert "resumed from" in log and [r["measured"] for r in _read(path3)] == [r["measured"] for r in rows]
 
-    # --launcher slurm through submitit's local executor (jobs as subprocesses, no scheduler), on a fresh
-    # cache: the teacher row's cells equal the local run's, every experiment ran as a job of its own
+
+def test_slurm_launcher_fills_the_local_runs_cells_of_pd_app_t3(tmp_path):
+    """``pd_app_t3 --preset smoke --launcher slurm`` through submitit's local executor (jobs as
+    subprocesses, no scheduler) on a fresh cache fills exactly the cells of ``--launcher local``: the
+    teacher and the 1+1+1 PointDistiller row (``--rows``; the full table costs about 5 min per
+    launcher), each experiment a job of its own."""
     pytest.importorskip("submitit", reason="submitit is not installed (requirements.txt installs it)")
-    (tmp_path / "teacher_only.yaml").write_text(TABLE.replace("ID: mini_pd", "ID: teacher_only").split(
-        "    - {NAME: 4x")[0])
-    tables["teacher_only"] = registry.load_table(tmp_path / "teacher_only.yaml")
-    cache2 = tmp_path / "cache_slurm"
-    path4, _, plan4 = harness.run_table("teacher_only", "smoke", 1, tmp_path / "out_slurm", "cpu", cache2,
-                                        tables=tables, launcher="slurm",
-                                        slurm={"cluster": "local", "cpus_per_training": os.cpu_count()})
-    assert [(r["row"], r["metric"], r["measured"]) for r in _read(path4)] == [
-        (r["row"], r["metric"], r["measured"]) for r in rows if r["row"] == "teacher"]
-    jobs = [p for p in (cache2 / "submitit").iterdir() if p.name.isdigit()]
-    assert len(jobs) == len(plan4.experiments()) == 2 and all(e.cached() for e in plan4.experiments())
+    rows = r"Teacher|1\+1\+1=3, PointDistiller"
+    local, _, _ = harness.run_table("pd_app_t3", "smoke", 1, tmp_path / "out_local", "cpu", tmp_path / "cache_local",
+                                    rows=rows)
+    cache = tmp_path / "cache_slurm"
+    slurm, _, plan = harness.run_table("pd_app_t3", "smoke", 1, tmp_path / "out_slurm", "cpu", cache, rows=rows,
+                                       launcher="slurm", slurm={"cluster": "local", "cpus_per_training": os.cpu_count()})
+    cells = [(r["row"], r["metric"], r["measured"]) for r in _read(local)]
+    assert [(r["row"], r["metric"], r["measured"]) for r in _read(slurm)] == cells
+    measured = {row for row, _, value in cells if value != ""}
+    assert measured == {"3+5+5=13 (Teacher)", "1+1+1=3, PointDistiller"}
+    jobs = [p for p in (cache / "submitit").iterdir() if p.name.isdigit()]
+    assert len(jobs) == len(plan.experiments()) == 4 and all(e.cached() for e in plan.experiments())
 
 
 def test_paper_preset_refuses_to_start_without_the_dataset(tmp_path, monkeypatch):
