@@ -75,8 +75,8 @@ def test_smoke_run_fills_every_cell_caches_and_resumes(tmp_path, monkeypatch):
 def test_slurm_launcher_fills_the_local_runs_cells_of_pd_app_t3(tmp_path):
     """``pd_app_t3 --preset smoke --launcher slurm`` through submitit's local executor (jobs as
     subprocesses, no scheduler) on a fresh cache fills exactly the cells of ``--launcher local``: the
-    teacher and the 1+1+1 PointDistiller row (``--rows``; the full table costs about 5 min per
-    launcher), each experiment a job of its own."""
+    teacher and the 1+1+1 PointDistiller row (``--rows``, to keep the suite short: the whole table takes
+    about 80 s local and 120 s through the executor on 2 cores), each experiment a job of its own."""
     pytest.importorskip("submitit", reason="submitit is not installed (requirements.txt installs it)")
     rows = r"Teacher|1\+1\+1=3, PointDistiller"
     local, _, _ = harness.run_table("pd_app_t3", "smoke", 1, tmp_path / "out_local", "cpu", tmp_path / "cache_local",
