@@ -133,13 +133,17 @@ class TablePlan:
         return self.evaluator_cls.metric_value(result["metrics"], metric)
 
     def gate_reference(self):
-        """The experiments the teacher gate compares: (teacher, the no-KD student of the lowest seed)."""
-        rows = [r for r in self.table["ROWS"] if r["NAME"] in self.row_exps]
-        nokd = next((r for r in rows if not r.get("KD") and not r.get("TEACHER")), None)
-        teacher = next(iter(self.teachers.values()), None)
-        if nokd is None or teacher is None or not self.row_exps[nokd["NAME"]].get("accuracy"):
-            return None
-        return teacher, min(self.row_exps[nokd["NAME"]]["accuracy"], key=lambda e: e.seed)
+        """The experiments the teacher gate compares: (teacher, the no-KD student of the lowest seed), the
+        first no-KD row of the table paired with its own teacher (the one its family's KD rows distil
+        from), so that a table of several families never gates one family's teacher on another's student."""
+        for r in self.table["ROWS"]:
+            if r["NAME"] not in self.row_exps or r.get("KD") or r.get("TEACHER"):
+                continue
+            teacher = self.teachers.get(registry.teacher_config(self.table, self.preset, r))
+            runs = self.row_exps[r["NAME"]].get("accuracy")
+            if teacher is not None and runs:
+                return teacher, min(runs, key=lambda e: e.seed)
+        return None
 
     def teacher_for(self, row):
         """The one teacher run a row's KD config distils from (a teacher row reports that same run)."""
@@ -204,8 +208,9 @@ class TablePlan:
         return self
 
     def _select_rows(self):
-        """``--rows``: keep the rows whose name matches the pattern, and the others whose experiments are
-        all cached already (their cells come from the cache); the other rows stay empty in the CSV. The
+        """``--rows``: keep the rows whose name matches the pattern, the teacher rows of the teachers those
+        rows distil from (they train in this run anyway), and the other rows whose experiments are all
+        cached already (their cells come from the cache); the other rows stay empty in the CSV. The
         teachers left are those a kept row reports or distils from; the table-wide timings (latency, KD
         overhead) stay, they measure every runnable row's config at once."""
         pattern = re.compile(self.row_pattern)
@@ -214,8 +219,10 @@ class TablePlan:
             return [e for v in exps.values() for e in (v if isinstance(v, list) else [v]) if e is not None]
 
         self.selected = [n for n in self.row_exps if pattern.search(n)]
+        needed = {id(e.teacher) for n in self.selected for e in flat(self.row_exps[n]) if getattr(e, "teacher", None)}
         self.row_exps = {n: exps for n, exps in self.row_exps.items()
-                         if n in self.selected or all(e.cached() for e in flat(exps))}
+                         if n in self.selected or all(e.cached() for e in flat(exps))
+                         or any(id(e) in needed for e in exps.get("accuracy", []))}
         used = {id(x) for exps in self.row_exps.values() for e in flat(exps)
                 for x in (e, getattr(e, "teacher", None)) if x is not None}
         self.teachers = {cfg: t for cfg, t in self.teachers.items() if id(t) in used}
@@ -527,7 +534,8 @@ def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu",
         raise SystemExit("--jobs must be >= 1")
     out = Path(out) if out else REPO_ROOT / "output" / "benchmark" / preset_name
     slurm = dict(slurm or {})
-    cpus = int(slurm.pop("cpus_per_training", None) or SLURM_CPUS_PER_TRAINING) if launcher == "slurm" else None
+    cpus = slurm.pop("cpus_per_training", None)
+    cpus = (SLURM_CPUS_PER_TRAINING if cpus is None else int(cpus)) if launcher == "slurm" else None
     if cpus is not None and cpus < 1:
         raise SystemExit("--slurm_cpus_per_training must be >= 1")
     plan = TablePlan(tables[table_id], preset_name, preset, range(n), device, cache_root or DEFAULT_CACHE, jobs=jobs,

@@ -14,8 +14,11 @@ next to each speed-up the model's parameters, GMACs (total, dense-only as the pa
 them, and sparse-convolution) and MAC ratios over the first (``benchmark.complexity``).
 
 ``--mode deploy`` (default) times every model as a deployment runtime would run it: BatchNorm
-folded into the preceding layers and channels-last 2D convolutions
-(``pcdet.models.model_utils.inference_utils``; outputs unchanged, tested). ``--mode eval`` times
+folded into the preceding layers, zero pads folded into the convolutions, channels-last 2D
+convolutions and the anchor head decoding only the anchors above the score threshold
+(``pcdet.models.model_utils.inference_utils``; predicted boxes unchanged, tested). With the
+initialised weights the tool builds (no checkpoint), almost no anchor passes the threshold, so its
+decoding and NMS times are a lower bound of a trained model's. ``--mode eval`` times
 the plain eval-mode PyTorch modules.
 
 ``--runtime onnxruntime`` (repeatable with ``eager``, the default) runs each detector's dense part,
@@ -201,7 +204,8 @@ def main(argv=None):
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--mode", choices=["deploy", "eval"], default="deploy",
-                   help="deploy: BatchNorm folded, channels-last (default); eval: plain eval-mode modules")
+                   help="deploy: BatchNorm and zero pads folded, channels-last, only anchors above the score "
+                        "threshold decoded (default); eval: plain eval-mode modules")
     p.add_argument("--runtime", action="append", choices=["eager", "onnxruntime"], default=None,
                    help="repeat to time several runtimes in one run (default: eager)")
     p.add_argument("--csv", default=None, help="write all rows here")

@@ -12,7 +12,6 @@ set-up instead of during a user's first evaluation or demo. Where a run would st
 :func:`announce_compile` prints one line first, so a silent 30 s does not look like a hang.
 """
 import sys
-import tempfile
 import time
 
 _ANNOUNCED = set()
@@ -92,7 +91,8 @@ def _synthetic_sensor():
     FrameGenerator(0).generate(0)
 
 
-STEPS = (("KITTI evaluator", _kitti_eval), ("box overlap / NMS / points-in-box", _box_ops),
+# the box-overlap family first: its kernels (rect_inter_area) are also called by the KITTI evaluator's
+STEPS = (("box overlap / NMS / points-in-box", _box_ops), ("KITTI evaluator", _kitti_eval),
          ("distillation graph (KNN, edge losses)", _kd_kernels), ("synthetic LiDAR ray caster", _synthetic_sensor))
 
 
@@ -100,16 +100,16 @@ def _timed(fn):
     """Run one warm-up step (in a worker process of :func:`warm`) and return its seconds."""
     _ANNOUNCED.add("KITTI evaluation")  # warm() announces every step itself
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory():
-        fn()
+    fn()
     return time.perf_counter() - t0
 
 
 def warm(steps=STEPS, stream=None, jobs=1):
     """Compile (or load) every kernel family once; prints one line per family with its time.
 
-    ``jobs`` > 1 compiles the families in that many worker processes (numba compiles on one core, and
-    each family's cache is independent), in the order of ``steps``; ``jobs=1`` runs them here, one
+    ``jobs`` > 1 compiles in that many worker processes (numba compiles on one core): the first family
+    alone, since later families call some of its kernels (two processes writing one kernel's cache
+    index at once could lose an entry), then the others side by side. ``jobs=1`` runs them here, one
     after the other. The command line uses one process per CPU core, at most one per family.
     """
     stream = stream or sys.stdout
@@ -124,12 +124,13 @@ def warm(steps=STEPS, stream=None, jobs=1):
         import concurrent.futures
         import multiprocessing
 
-        print(f"[numba] warming {len(steps)} kernel families in {jobs} processes: "
+        print(f"[numba] warming {len(steps)} kernel families in {jobs} processes (the first one alone): "
               + ", ".join(name for name, _ in steps), file=stream, flush=True)
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_timed, fn): name for name, fn in steps}
-            for fut in concurrent.futures.as_completed(futures):
-                print(f"[numba] {futures[fut]}: {fut.result():.1f} s", file=stream, flush=True)
+            for group in (steps[:1], steps[1:]):
+                futures = {pool.submit(_timed, fn): name for name, fn in group}
+                for fut in concurrent.futures.as_completed(futures):
+                    print(f"[numba] {futures[fut]}: {fut.result():.1f} s", file=stream, flush=True)
     from pcdet.datasets.kitti import eval as kitti_eval
 
     where = getattr(getattr(kitti_eval._eval_all, "_cache", None), "_cache_path", "numba's cache folder")

@@ -196,9 +196,10 @@ def test_cluster_trainings_take_their_threads_from_the_job_not_the_driver(tmp_pa
         plan.build_data()
         trains = [e for e in plan.build().experiments() if isinstance(e, Train)]
         assert len(trains) == 9 and all(e.threads == 8 and e.spec["threads"] == 8 for e in trains)
-    with pytest.raises(SystemExit, match="slurm_cpus_per_training"):
-        harness.run_table("pd_t5", "mini", 1, tmp_path / "out", "cpu", tmp_path, launcher="slurm",
-                          slurm={"cpus_per_training": -1})
+    for bad in (0, -1):
+        with pytest.raises(SystemExit, match="slurm_cpus_per_training"):
+            harness.run_table("pd_t5", "mini", 1, tmp_path / "out", "cpu", tmp_path, launcher="slurm",
+                              slurm={"cpus_per_training": bad})
 
 
 def test_rows_pattern_runs_the_matching_rows_and_keeps_cached_ones(tmp_path, monkeypatch):
@@ -230,6 +231,12 @@ def test_rows_pattern_runs_the_matching_rows_and_keeps_cached_ones(tmp_path, mon
     monkeypatch.setattr(Complexity, "cached", lambda self: self.dir in cached)
     again = plan_for("SECOND")
     assert "PointPillars 4x, no KD" in again.row_exps and "PointPillars 4x, PointDistiller" not in again.row_exps
+    # a KD row alone keeps its family's teacher row (the teacher trains anyway), and the gate pairs the
+    # cached PointPillars no-KD row with the PointPillars teacher, never with the SECOND one
+    kd_only = plan_for("SECOND 4x, PointDistiller")
+    assert sorted(kd_only.row_exps) == ["PointPillars 4x, no KD", "SECOND 4x, PointDistiller", "SECOND teacher"]
+    assert kd_only.gate_reference() is None  # the PointPillars teacher is not part of this run
+    assert plan_for("SECOND 4x, no KD|SECOND teacher").gate_reference()[0].label == "teacher_second"
     for bad, msg in (("(", "not a regular expression"), ("no such row", "matches no runnable row")):
         with pytest.raises(SystemExit, match=msg):
             harness.run_table("pd_t1", "mini", 1, tmp_path / "out", "cpu", tmp_path, rows=bad)

@@ -40,11 +40,46 @@ def test_prepared_model_matches_eval_model(channels_last):
     assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())  # a copy
     assert any(isinstance(m, torch.nn.ZeroPad2d) for m in model.modules())  # the stride-2 block entries
     assert not any(isinstance(m, torch.nn.ZeroPad2d) for m in fast.modules())
-    assert fast.dense_head.predict_score_thresh == cfg.MODEL.POST_PROCESSING.SCORE_THRESH
+    thresh = fast.dense_head.predict_score_thresh
+    assert thresh == cfg.MODEL.POST_PROCESSING.SCORE_THRESH
     fast.dense_head.predict_score_thresh = None  # every anchor decoded: the maps compare one to one
     out = _module_outputs(fast, batch)
     for key in ("pillar_features", "spatial_features_2d", "batch_cls_preds", "batch_box_preds"):
         torch.testing.assert_close(out[key], ref[key], rtol=1e-4, atol=1e-4)
+    assert prepare_for_inference(model, decode_above_thresh=False).dense_head.predict_score_thresh is None
+
+
+@pytest.mark.parametrize("multi_class_nms", [True, False])
+def test_deploy_model_predicts_the_eval_models_boxes(multi_class_nms):
+    """The whole deploy-mode forward (folded BN and pads, channels-last, decoding above the threshold)
+    against the eval model's, both NMS kinds: BN folding changes rounding, so (as for ONNX Runtime) the
+    same number of boxes survives (to 2%) with the same top-20 scores (to 1e-4)."""
+    torch.manual_seed(0)
+    cfg = small_cfg("pointpillar_16x.yaml")
+    cfg.MODEL.POST_PROCESSING.NMS_CONFIG.MULTI_CLASSES_NMS = multi_class_nms
+    cfg.MODEL.POST_PROCESSING.SCORE_THRESH = 0.3
+    ds = fake_dataset(cfg)
+    model = build_network(cfg.MODEL, 3, ds)
+    _randomise_bn(model)
+    with torch.no_grad():
+        model.dense_head.conv_cls.bias.fill_(-1.0)  # some anchors above the threshold, some below
+    model.eval()
+    batch = pillar_batch(ds.data_processor.grid_size)
+    batch.pop("gt_boxes")
+    fast = prepare_for_inference(model)
+    with torch.no_grad():
+        ref, _ = model(dict(batch))
+        out_batch = dict(batch)
+        preds, _ = fast(out_batch)
+    n_anchors = fast.dense_head._flat_anchors(1).shape[1]
+    assert 0 < out_batch["batch_box_preds"].shape[1] < n_anchors
+    assert all(len(r["pred_boxes"]) > 20 for r in ref)
+    for p, r in zip(preds, ref):
+        assert abs(len(p["pred_scores"]) - len(r["pred_scores"])) <= 0.02 * len(r["pred_scores"])
+        top_p, top_r = p["pred_scores"].sort(descending=True)[0][:20], r["pred_scores"].sort(descending=True)[0][:20]
+        assert torch.allclose(top_p, top_r, atol=1e-4)
+    with pytest.raises(ValueError, match="decodes only"):
+        fast.dense_head.kd_view(out_batch, decode=True)
 
 
 def test_decoding_above_the_score_threshold_keeps_the_post_processed_boxes():
@@ -84,11 +119,13 @@ def test_zero_pad_folds_into_the_following_convolution_only_when_symmetric():
     nn = torch.nn
     seq = nn.Sequential(nn.ZeroPad2d(1), nn.Conv2d(4, 6, 3, stride=2, padding=0, bias=False), nn.ReLU(),
                         nn.ZeroPad2d((1, 0, 1, 0)), nn.Conv2d(6, 6, 3, padding=0),  # asymmetric: stays
-                        nn.ZeroPad2d(2), nn.Conv2d(6, 6, 3, padding=1))  # conv already pads: stays
+                        nn.ZeroPad2d(2), nn.Conv2d(6, 6, 3, padding=1),  # conv already pads: stays
+                        nn.ZeroPad2d((1, 1, 2, 2)), nn.Conv2d(6, 6, 3, stride=2))  # (left, right, top, bottom)
     x = torch.randn(2, 4, 17, 12)
     ref = seq(x)
-    assert fold_zero_padding_(seq) == 1
+    assert fold_zero_padding_(seq) == 2
     assert isinstance(seq[0], nn.Identity) and seq[1].padding == (1, 1)
+    assert isinstance(seq[7], nn.Identity) and seq[8].padding == (2, 1)  # conv padding is (h, w)
     assert isinstance(seq[3], nn.ZeroPad2d) and isinstance(seq[5], nn.ZeroPad2d)
     torch.testing.assert_close(seq(x), ref, rtol=1e-5, atol=1e-5)
 

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from pcdet.utils import numba_warmup
 
 CHILD = textwrap.dedent("""
@@ -57,3 +59,7 @@ def test_warm_in_worker_processes_runs_every_step(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "three", "two"]
     assert "families in 2 processes" in out and all(f"[numba] {n}:" in out for n in ("one", "two", "three"))
     assert "kernels ready" in out
+    assert out.index("[numba] one:") < min(out.index("[numba] two:"), out.index("[numba] three:"))  # first alone
+    with pytest.raises(FileNotFoundError):  # a failing family fails the warm-up
+        numba_warmup.warm(steps=(("ok", functools.partial(pathlib.Path.touch, tmp_path / "ok")),
+                                 ("fails", functools.partial(pathlib.Path.touch, tmp_path / "no" / "dir"))), jobs=2)

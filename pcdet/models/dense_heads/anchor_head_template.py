@@ -4,7 +4,8 @@ Training: ``forward`` stores predictions and targets in ``self.forward_ret_dict`
 ``get_loss() -> (loss, tb_dict)`` combines sigmoid focal classification, weighted smooth-L1 box
 regression with the sin-difference trick on the heading, and a direction classifier.
 Inference: ``generate_predicted_boxes`` writes ``batch_cls_preds`` (B, A, C) logits and
-``batch_box_preds`` (B, A, 7) decoded LiDAR boxes. Distillation: :meth:`kd_view` (the view every
+``batch_box_preds`` (B, A, 7) decoded LiDAR boxes, A = every anchor (a deploy-mode copy,
+``predict_score_thresh`` set, keeps only the anchors above the score threshold). Distillation: :meth:`kd_view` (the view every
 dense head offers, whatever its kind) splits the raw maps per BEV cell and anchor slot.
 """
 import numpy as np
@@ -169,7 +170,8 @@ class AnchorHeadTemplate(nn.Module):
         from a bf16 / fp16 forward converted to float32; A anchor slots per cell, a centre head has
         A = 1); with ``decode`` also ``cls_flat`` (B, N, C) and ``boxes`` (B, N, 7) decoded LiDAR boxes,
         N = ny * nx * A (the head's own decoded predictions when it wrote them, else decoded here
-        from the raw maps).
+        from the raw maps). A deploy-mode head (``predict_score_thresh`` set) refuses ``decode``: it
+        decodes only some anchors.
         """
         def get(key):
             if key + suffix not in batch_dict:
@@ -178,6 +180,10 @@ class AnchorHeadTemplate(nn.Module):
             return batch_dict[key + suffix]
 
         cls_map, box_map = get("cls_preds"), get("box_preds")
+        if decode and self.predict_score_thresh is not None:
+            raise ValueError(f"{type(self).__name__}: distillation reads every anchor's decoded box, but this head "
+                             f"decodes only those scoring >= {self.predict_score_thresh} (a prepare_for_inference "
+                             f"copy); distil from the training model")
         view = {"cls": split_anchor_map(cls_map, self.num_class), "box": split_anchor_map(box_map, self.box_coder.code_size)}
         if decode:
             if "batch_cls_preds" + suffix in batch_dict and "batch_box_preds" + suffix in batch_dict:

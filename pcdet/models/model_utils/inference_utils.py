@@ -6,8 +6,10 @@ convolution, transposed convolution or linear layer is folded into that layer's 
 convolution is folded into that convolution's padding (no padded copy of the BEV map), an anchor head
 decodes only the anchors whose score reaches the post-processing threshold (the others never reach NMS),
 and, optionally, the 2D convolutions use the
-channels-last memory layout that the CPU (oneDNN) kernels prefer. The outputs equal the eval-mode
-model's up to float rounding (tested). Inside spconv's ``SparseSequential`` a sparse convolution directly
+channels-last memory layout that the CPU (oneDNN) kernels prefer. The predicted boxes, scores and
+labels equal the eval-mode model's up to float rounding, and so do the head maps; ``batch_cls_preds`` /
+``batch_box_preds`` hold only the anchors above the threshold unless ``decode_above_thresh=False``
+(tested). Inside spconv's ``SparseSequential`` a sparse convolution directly
 followed by a BatchNorm1d (SECOND's blocks) is folded too: the BN scale goes into the convolution's
 weights and its shift becomes a per-channel bias added to the features (:class:`FeatureBias`), since
 spconv's CPU convolutions refuse a bias of their own. In Cylinder3D each BatchNorm follows an
@@ -138,14 +140,18 @@ def decode_above_score_thresh_(model):
     return True
 
 
-def prepare_for_inference(model, fold_bn=True, channels_last=True):
+def prepare_for_inference(model, fold_bn=True, channels_last=True, decode_above_thresh=True):
     """An eval-mode deep copy of ``model`` with BatchNorm folded, zero pads folded into the following
-    convolution (:func:`fold_zero_padding_`) and channels-last 2D convolutions."""
+    convolution (:func:`fold_zero_padding_`), channels-last 2D convolutions and, with
+    ``decode_above_thresh``, an anchor head that decodes only the anchors post-processing can keep
+    (:func:`decode_above_score_thresh_`: the predicted boxes are the same, ``batch_cls_preds`` /
+    ``batch_box_preds`` hold those anchors only)."""
     model = copy.deepcopy(model).eval()
     if fold_bn:
         fold_batchnorm_(model)
     fold_zero_padding_(model)
-    decode_above_score_thresh_(model)
+    if decode_above_thresh:
+        decode_above_score_thresh_(model)
     if channels_last:
         for module in model.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):

@@ -129,11 +129,16 @@ class OnnxRuntimeDetector:
 
     def _binding_device(self, x):
         """``(device_type, device_id)`` ONNX Runtime can read ``x`` from in place, or None (host feed):
-        a CPU tensor always; a CUDA tensor when the session has the CUDA or TensorRT provider."""
+        a CPU tensor always; a CUDA tensor when the session's CUDA or TensorRT provider runs on its GPU."""
         if x.device.type == "cpu":
             return "cpu", 0
-        if x.is_cuda and {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(self.providers):
-            return "cuda", x.device.index or 0
+        if not x.is_cuda:
+            return None
+        index = x.device.index or 0
+        options = self.session.get_provider_options()
+        for provider in ("TensorrtExecutionProvider", "CUDAExecutionProvider"):
+            if provider in self.providers and int(options.get(provider, {}).get("device_id", 0)) == index:
+                return "cuda", index  # the session runs on the tensor's GPU
         return None
 
     def _output_shapes(self, batch):
@@ -152,7 +157,9 @@ class OnnxRuntimeDetector:
 
         With ``io_binding`` (default) the session reads the input tensor's memory and writes into torch
         tensors allocated on the input's device (``IOBinding``: no host round trip on a GPU, no numpy
-        conversion on the CPU); a CUDA input needs the session's CUDA or TensorRT provider. Otherwise
+        conversion on the CPU); a CUDA input needs the session's CUDA or TensorRT provider on the same
+        GPU. The graph takes an NCHW-contiguous map: a channels-last one (the pillar scatter's) is
+        copied to that layout first, on its own device. Otherwise
         (or ``io_binding=False``) the map goes through host memory as a numpy feed, and on a GPU
         ``last_dense_s`` includes its two copies."""
         import time
