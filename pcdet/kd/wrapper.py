@@ -137,6 +137,16 @@ class DistillationWrapper(nn.Module):
         load_model_weights(target, state, filename, strict=strict, logger=logger)
         return ckpt
 
+    def start_diagnostics(self, every, step=0):
+        """Diagnostics every ``every`` training steps, counted from ``step``: the global step the training
+        starts at (a resumed run's), so that they fall on the same global steps as in an uninterrupted
+        run and their ``step`` field is the global step. Sets each method's own counter alike."""
+        self.diagnostics_every, self._train_steps = int(every), int(step)
+        for method in self.kd_methods:
+            if hasattr(method, "diagnostics_every"):
+                method.diagnostics_every = int(every)
+                method._steps = int(step)
+
     # ------------------------------------------------------------------ running
     def _diagnostics(self, batch_dict, task, tb_dict):
         """This step's diagnostics: each method's own (``last_diagnostics`` of this step) and the ratio of

@@ -204,11 +204,9 @@ class KDDiagnostics(TrainHook):
         self.records, self._last_step = [], None
 
     def before_train(self, state):
+        # counted from the global step, so that a resumed run samples the same steps and records them so
         wrapper = KDWeightWarmup._wrapper(state)
-        wrapper.diagnostics_every = self.interval
-        for method in wrapper.kd_methods:
-            if hasattr(method, "diagnostics_every"):
-                method.diagnostics_every = self.interval
+        wrapper.start_diagnostics(self.interval, state.accumulated_iter)
 
     def after_step(self, state):
         diag = KDWeightWarmup._wrapper(state).last_diagnostics

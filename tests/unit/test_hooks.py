@@ -57,6 +57,27 @@ def test_kd_weight_warmup_ramps_the_kd_scale():
         run_hooks(hooks, "before_train", TrainState(model=object()))
 
 
+def test_kd_diagnostics_count_from_the_global_step_of_a_resumed_run():
+    """A run resumed at global step 2400 samples diagnostics on the steps an uninterrupted run samples
+    (2400, 2420, ...; interval 20) and records the global step, in the wrapper and in each method."""
+    import torch
+
+    from pcdet.kd.wrapper import DistillationWrapper
+
+    class Method(torch.nn.Module):
+        diagnostics_every, _steps = 0, 0
+
+    wrapper = DistillationWrapper.__new__(DistillationWrapper)  # only its counters matter here
+    torch.nn.Module.__init__(wrapper)
+    wrapper.kd_methods = torch.nn.ModuleList([Method(), torch.nn.Identity()])
+    wrapper.kd_scale = 1.0
+    hooks = build_hooks([EasyDict(NAME="kd_diagnostics", INTERVAL=20)])
+    run_hooks(hooks, "before_train", TrainState(model=wrapper, accumulated_iter=2400))
+    assert wrapper.diagnostics_every == 20 and wrapper._train_steps == 2400
+    assert wrapper.kd_methods[0].diagnostics_every == 20 and wrapper.kd_methods[0]._steps == 2400
+    assert not hasattr(wrapper.kd_methods[1], "diagnostics_every")
+
+
 def test_hook_config_errors():
     with pytest.raises(ConfigError, match="needs a periodic_eval hook listed before it"):
         build_hooks([EasyDict(NAME="best_checkpoint", METRIC="x"), EasyDict(NAME="periodic_eval")])
