@@ -126,7 +126,7 @@ def _plot_accuracy(tables, path, plt, all_tables=None):
     ax.set_title("accuracy vs compute relative to each table's teacher (filled: measured, hollow: paper)", fontsize=8)
     ax.legend(fontsize=5, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -151,7 +151,7 @@ def _plot_forest(gains, tid, path, plt):
     ax.set_title(f"{tid}: KD gains (paired over seeds where the CSV has per-seed values)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -174,7 +174,7 @@ def _plot_latency(tables, path, plt):
     a2.set_xlabel("paper ms (2080Ti, TensorRT)")
     a2.set_yticks([])
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -346,7 +346,7 @@ def _plot_gains(gains, path, plt):
     ax.set_xlabel("gain over the same student without KD (mAP or mIoU points)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -435,7 +435,7 @@ def _plot_diagnostics(tables, path, plt, all_tables=None):
     axes[0, 0].legend(fontsize=5)
     fig.suptitle("PointDistiller diagnostics of the lowest-seed run of each arm (pcdet.kd.diagnostics)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
