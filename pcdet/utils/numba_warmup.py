@@ -141,4 +141,8 @@ def warm(steps=STEPS, stream=None, jobs=1):
 if __name__ == "__main__":
     import os
 
-    warm(jobs=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    # through the package module, not __main__: the worker processes then run (and mark as announced)
+    # the functions of the module the kernels' own announcements read
+    from pcdet.utils import numba_warmup
+
+    numba_warmup.warm(jobs=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
