@@ -146,7 +146,11 @@ def _plot_forest(gains, tid, path, plt):
             ax.plot(paper, y, "D", color="gray", mfc="none", label="paper's gain" if y == 0 else None)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([f"{g[1]} ({g[2]})" for g in rows], fontsize=7)
+    def label(g):
+        seeds = f"{g[6]['n']} paired seeds" if g[6] else "no CI: under 2 paired seeds"
+        return f"{g[1]} ({g[2]}, {seeds})"
+
+    ax.set_yticklabels([label(g) for g in rows], fontsize=7)
     ax.set_xlabel("gain over the same student without KD (mAP or mIoU points)")
     ax.set_title(f"{tid}: KD gains (paired over seeds where the CSV has per-seed values)", fontsize=9)
     ax.legend(fontsize=7)
