@@ -417,6 +417,57 @@ def diagnostics_runs(tables, all_tables=None):
     return out
 
 
+def training_compute(tables):
+    """``[(table, summary)]``: what the trainings behind each table's accuracy cells cost, from the
+    ``train_stats.json`` of every run directory its CSV names (each run once): the number of trainings,
+    the sum of their epochs' wall seconds (evaluations not included; trainings that ran side by side
+    overlap in time, so the elapsed time of the whole run is shorter), and how they computed (CPU
+    capability or device, threads, precision)."""
+    import json
+
+    from pcdet.utils.paths import REPO_ROOT
+
+    out = []
+    for tid, lines in tables.items():
+        runs = dict.fromkeys(src for line in lines if line.get("source") and line.get("precision")
+                             for src in line["source"].split(";"))
+        seconds, n, how = 0.0, 0, {}
+        for src in runs:
+            run = Path(src)
+            stats = (run if run.is_absolute() else REPO_ROOT / run) / "train_stats.json"
+            if not stats.is_file():
+                continue
+            data = json.loads(stats.read_text())
+            epochs = data.get("epochs", [])
+            if not epochs:
+                continue
+            n += 1
+            seconds += sum(float(e.get("seconds", 0.0)) for e in epochs)
+            info = data.get("run", {})
+            cpu = info.get("cpu") or {}
+            where = (f"CPU {cpu.get('capability', '?')}" if info.get("device", "cpu") == "cpu"
+                     else str(info.get("device")))
+            key = f"{where}, {info.get('threads', '?')} thread(s), {(info.get('precision') or {}).get('name', '?')}"
+            how[key] = how.get(key, 0) + 1
+        if n:
+            out.append((tid, {"trainings": n, "epoch_seconds": seconds, "how": how}))
+    return out
+
+
+def _compute_text(tables):
+    rows = training_compute(tables)
+    if not rows:
+        return ""
+    text = ("\n## Training compute\n\nSum of the epochs' wall seconds of every training behind a table's "
+            "accuracy cells (each run once; evaluations not included; trainings that ran side by side overlap, "
+            "so the elapsed time is shorter), with how they computed.\n\n| table | trainings | epoch hours | "
+            "computed on (runs) |\n|---|---|---|---|\n")
+    for tid, c in rows:
+        how = "; ".join(f"{k} ({v})" for k, v in sorted(c["how"].items()))
+        text += f"| {tid} | {c['trainings']} | {c['epoch_seconds'] / 3600:.2f} | {how} |\n"
+    return text
+
+
 def _plot_diagnostics(tables, path, plt, all_tables=None):
     runs = diagnostics_runs(tables, all_tables)
     if not runs:
@@ -470,6 +521,7 @@ def write_report(out):
             text += (f"| {t} | {n} | {m} | {'' if g is None else f'{g:+.2f}'} | {pt_s} {w_s} "
                      f"{'' if p is None else f'{p:+.2f}'} |\n")
     text += gate_text(tables)
+    text += _compute_text(tables)
     for t, metric, ranked, tau in method_rankings(tables):
         tau_s = "undefined" if tau is None else f"{tau:+.2f}"
         text += (f"\n## Ranking of methods: {t}, {metric} (measured order; Kendall tau-b against the paper's "

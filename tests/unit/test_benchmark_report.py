@@ -136,3 +136,22 @@ def test_segmentation_tables_get_miou_gains_and_rankings(tmp_path):
     assert gains[("+KD", "miou")][3] == pytest.approx(0.5)
     [(tid, metric, ranked, tau)] = report.method_rankings(tables, spec)
     assert metric == "miou" and [r[0] for r in ranked] == ["+PVD", "+KD", "C3D_0.5x"]
+
+
+def test_training_compute_sums_each_runs_epochs_once(tmp_path):
+    import json
+
+    for name, secs, prec in (("a", [10.0, 20.0], "bf16"), ("b", [5.0], "fp32")):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "train_stats.json").write_text(json.dumps({
+            "epochs": [{"epoch": i + 1, "seconds": s} for i, s in enumerate(secs)],
+            "run": {"device": "cpu", "threads": 1, "precision": {"name": prec}, "cpu": {"capability": "AVX2"}}}))
+    lines = [cell("t", row, metric, measured=1.0, n_seeds=1, source=str(tmp_path / "runs" / row), precision="x")
+             for row in ("a", "b") for metric in ("3d_map", "bev_map")]
+    lines.append(cell("t", "c", "gflops", measured=2.0, source=str(tmp_path / "runs" / "c")))  # not a training
+    write_table_csv(tmp_path / "t.csv", lines)
+    [(tid, c)] = report.training_compute(report.read_csvs(tmp_path))
+    assert tid == "t" and c["trainings"] == 2 and c["epoch_seconds"] == pytest.approx(35.0)
+    assert c["how"] == {"CPU AVX2, 1 thread(s), bf16": 1, "CPU AVX2, 1 thread(s), fp32": 1}
+    assert "| t | 2 | 0.01 |" in report._compute_text(report.read_csvs(tmp_path))
