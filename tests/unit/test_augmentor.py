@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from easydict import EasyDict
 
-from pcdet.config import ConfigKeyError
+from pcdet.config import ConfigError, ConfigKeyError
 from pcdet.datasets.augmentor import augmentor_utils
 from pcdet.datasets.augmentor.data_augmentor import DataAugmentor
 from pcdet.datasets.augmentor.database_sampler import DataBaseSampler
@@ -107,6 +107,29 @@ def test_scaling_keeps_points_in_boxes():
     np.testing.assert_array_equal(_membership(p2, b2), _membership(points, boxes))
     _assert_corners(boxes, b2, lambda xyz: xyz * scale)
     np.testing.assert_array_equal(p2[:, 3], points[:, 3])  # intensity untouched
+
+
+def test_scaling_in_x_and_y_only_leaves_heights():
+    """SCALE_AXES [x, y] (Cylinder3D's scale_aug): x, y and the box lengths and widths scale, z and the
+    heights do not, and points stay in their boxes; other axis sets are refused."""
+    boxes, points, _ = _scene()
+    b2, p2, scale = augmentor_utils.global_scaling(boxes, points, [0.95, 1.05], np.random.RandomState(1), (0, 1))
+    assert scale != 1.0
+    np.testing.assert_allclose(p2[:, :2], points[:, :2] * scale, rtol=1e-6)
+    np.testing.assert_array_equal(p2[:, 2:], points[:, 2:])
+    np.testing.assert_array_equal(b2[:, [2, 5]], boxes[:, [2, 5]])
+    np.testing.assert_array_equal(_membership(p2, b2), _membership(points, boxes))
+    _assert_corners(boxes, b2, lambda xyz: xyz * np.array([scale, scale, 1.0]))
+    with pytest.raises(ValueError, match="scaling axes"):
+        augmentor_utils.scale_scene(boxes, points, 1.02, (0,))
+    cfg = EasyDict({"AUG_CONFIG_LIST": [{"NAME": "random_world_scaling", "WORLD_SCALE_RANGE": [0.95, 1.05],
+                                         "SCALE_AXES": ["x", "y"]}]})
+    d = DataAugmentor(None, cfg, CLASSES).forward({"points": points.copy(), "gt_boxes": boxes.copy()},
+                                                   rng=np.random.RandomState(1))
+    np.testing.assert_array_equal(d["points"][:, 2], points[:, 2])
+    cfg.AUG_CONFIG_LIST[0]["SCALE_AXES"] = ["x"]
+    with pytest.raises(ConfigError, match="SCALE_AXES"):
+        DataAugmentor(None, cfg, CLASSES)
 
 
 def test_augmentor_pipeline_consistency_and_record():

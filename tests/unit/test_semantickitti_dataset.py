@@ -57,7 +57,7 @@ def test_augmentation_keeps_labels_aligned_and_records_an_invertible_transform()
     s = ds[0]
     np.testing.assert_array_equal(s["point_labels"], raw_lab)  # nothing reordered or dropped
     xyz = s["points"][:, :3].astype(np.float64) - s["noise_translate"]
-    xyz /= s["noise_scale"]
+    xyz[:, :2] /= s["noise_scale"]  # Cylinder3D's scale_aug: x and y only (SCALE_AXES [x, y])
     # the steps ran rotation, flip x (y -> -y), flip y (x -> -x), scaling, translation: undo in reverse
     if s["flip_y"]:
         xyz[:, 0] = -xyz[:, 0]

@@ -73,22 +73,29 @@ def global_rotation(gt_boxes, points, rot_range, rng=None):
     return gt_boxes, points, angle
 
 
-def scale_scene(gt_boxes, points, scale):
-    """Scale coordinates, box centres, sizes and velocities by ``scale``."""
+def scale_scene(gt_boxes, points, scale, axes=(0, 1, 2)):
+    """Scale coordinates, box centres, sizes and velocities by ``scale`` along ``axes``: all three, or
+    x and y only (Cylinder3D's scale augmentation; heights stay, boxes stay boxes since x and y scale
+    alike)."""
+    axes = tuple(int(a) for a in axes)
+    if axes not in ((0, 1, 2), (0, 1)):
+        raise ValueError(f"scaling axes {axes}: use (0, 1, 2) (x, y, z) or (0, 1) (x, y)")
     gt_boxes, points = gt_boxes.copy(), points.copy()
-    points[:, 0:3] *= scale
-    gt_boxes[:, 0:6] *= scale
+    points[:, list(axes)] *= scale
+    gt_boxes[:, list(axes)] *= scale
+    gt_boxes[:, [3 + a for a in axes]] *= scale
     if gt_boxes.shape[1] > 8:
         gt_boxes[:, 7:9] *= scale
     return gt_boxes, points
 
 
-def global_scaling(gt_boxes, points, scale_range, rng=None):
-    """Scale by a factor drawn uniformly from ``scale_range``; returns (boxes, points, scale)."""
+def global_scaling(gt_boxes, points, scale_range, rng=None, axes=(0, 1, 2)):
+    """Scale by a factor drawn uniformly from ``scale_range`` along ``axes`` (see :func:`scale_scene`);
+    returns (boxes, points, scale)."""
     if scale_range[1] - scale_range[0] < 1e-3:
         return gt_boxes, points, 1.0
     scale = _draw(rng, scale_range[0], scale_range[1])
-    gt_boxes, points = scale_scene(gt_boxes, points, scale)
+    gt_boxes, points = scale_scene(gt_boxes, points, scale, axes)
     return gt_boxes, points, scale
 
 

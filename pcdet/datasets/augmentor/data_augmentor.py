@@ -12,7 +12,8 @@ and ``gt_names`` (M,); per-point labels and other point-aligned keys
 * ``random_world_flip``: ``ALONG_AXIS_LIST`` of ``x``/``y``; each axis flips with p = 0.5 and is
   recorded as ``flip_x`` / ``flip_y``.
 * ``random_world_rotation``: ``WORLD_ROT_ANGLE`` = [low, high] (rad), recorded as ``noise_rot``.
-* ``random_world_scaling``: ``WORLD_SCALE_RANGE`` = [low, high], recorded as ``noise_scale``.
+* ``random_world_scaling``: ``WORLD_SCALE_RANGE`` = [low, high], recorded as ``noise_scale``; ``SCALE_AXES``
+  [x, y, z] (default) or [x, y] (Cylinder3D's scale_aug: heights unscaled).
 * ``random_world_translation``: ``NOISE_TRANSLATE_STD`` (a scalar or one per axis, metres): an offset
   drawn per axis from N(0, std), recorded as ``noise_translate`` (3,).
 
@@ -22,7 +23,7 @@ without boxes (a segmentation sample has none).
 """
 import numpy as np
 
-from pcdet.config import check_keys
+from pcdet.config import ConfigError, check_keys
 from pcdet.datasets.augmentor import augmentor_utils
 from pcdet.datasets.augmentor.database_sampler import DataBaseSampler
 from pcdet.datasets.registries import AUGMENTATIONS
@@ -89,15 +90,20 @@ class RandomWorldRotation(_Step):
 
 @AUGMENTATIONS.register("random_world_scaling")
 class RandomWorldScaling(_Step):
-    allowed = {"NAME", "WORLD_SCALE_RANGE"}
+    allowed = {"NAME", "WORLD_SCALE_RANGE", "SCALE_AXES"}
+    AXES = {("x", "y", "z"): (0, 1, 2), ("x", "y"): (0, 1)}
 
     def __init__(self, cfg, where, **_):
         super().__init__(cfg, where)
         self.scale_range = [float(s) for s in cfg["WORLD_SCALE_RANGE"]]
+        axes = tuple(str(a) for a in cfg.get("SCALE_AXES", ["x", "y", "z"]))
+        if axes not in self.AXES:
+            raise ConfigError(f"{where}.SCALE_AXES: {list(axes)}; use [x, y, z] (default) or [x, y]")
+        self.axes = self.AXES[axes]
 
     def __call__(self, data_dict, rng=None):
         boxes, points, scale = augmentor_utils.global_scaling(_boxes(data_dict), data_dict["points"],
-                                                              self.scale_range, rng)
+                                                              self.scale_range, rng, self.axes)
         data_dict["noise_scale"] = scale
         return _set(data_dict, boxes, points)
 
