@@ -1,7 +1,8 @@
 """End-to-end and per-module inference latency of one or more detectors on one frame.
 
     python -m benchmark.latency --cfg_file A --cfg_file B ... [--frame PATH] [--device cpu|cuda]
-                                [--runs 30] [--warmup 5] [--runtime eager] [--runtime onnxruntime] [--csv OUT]
+                                [--runs 30] [--warmup 5] [--runtime eager] [--runtime onnxruntime]
+                                [--threads N [--threads M ...]] [--csv OUT]
 
 End to end = voxelisation (the config's data processor) + collation + transfer + model forward
 including post-processing (NMS) = "voxelisation to boxes". Per module = forward hooks around each
@@ -31,6 +32,13 @@ timed in the same round-robin, and each speed-up is over the first model *of the
 median over rounds of the ratio of the two models' times in the same round, which cancels the noise
 that hits both alike (the more robust figure on a noisy machine).
 ONNX Runtime gets as many intra-op threads as torch has.
+
+``--threads N`` (repeatable) times everything with N torch (and ONNX Runtime) threads, one complete
+round-robin run per thread count, one after the other: speed-ups compare models within the same
+thread count and run, never across them. Default: torch's current thread count. Every row records its
+``threads`` and the machine (``cpu``: the CPU capability torch dispatches to and whether it has
+AVX512-BF16 / AMX; on CUDA the GPU's name), since narrow convolutions scale differently with threads
+and kernels than wide ones.
 """
 import argparse
 import sys
@@ -152,8 +160,37 @@ def _stats(values):
     return med, q3 - q1
 
 
-def measure(cfg_files, frame=None, device="cpu", runs=30, warmup=5, mode="deploy", runtimes=("eager",)):
+def machine_label(device):
+    """What the timings ran on: the GPU's name, or the CPU capability and its bf16 units."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    from pcdet.train_utils.precision import cpu_features
+
+    f = cpu_features()
+    units = "+".join(n for n, on in (("AVX512-BF16", f["avx512_bf16"]), ("AMX", f["amx_tile"])) if on)
+    isa = f" (oneDNN capped at {f['onednn_max_isa']})" if f["onednn_max_isa"] else ""
+    return f"CPU capability {f['capability']}" + (f" with {units}" if units else "") + isa
+
+
+def measure(cfg_files, frame=None, device="cpu", runs=30, warmup=5, mode="deploy", runtimes=("eager",),
+            threads=None):
+    """Rows of every (runtime, model) pair timed in one round-robin run with ``threads`` torch threads
+    (default: the current count; restored afterwards)."""
+    before = torch.get_num_threads()
+    threads = int(threads) if threads is not None else before
+    if threads < 1:
+        raise ValueError(f"latency: threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    try:
+        return _measure(cfg_files, frame, device, runs, warmup, mode, runtimes, threads)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(cfg_files, frame, device, runs, warmup, mode, runtimes, threads):
     device = resolve_device(device)
+    machine = machine_label(device)
     frame = Path(frame) if frame else default_frame()
     runtimes = list(dict.fromkeys(runtimes))
     models = [_Model(c, frame, device, mode, rt) for rt in runtimes for c in cfg_files]
@@ -176,7 +213,8 @@ def measure(cfg_files, frame=None, device="cpu", runs=30, warmup=5, mode="deploy
             med, iqr = _stats([r[stage] for r in m.records])
             row = {"model": m.name, "runtime": m.runtime, "providers": m.providers, "stage": stage,
                    "median_ms": round(med, 3),
-                   "iqr_ms": round(iqr, 3), "runs": runs, "device": str(device), "mode": mode, "frame": frame.name,
+                   "iqr_ms": round(iqr, 3), "runs": runs, "device": str(device), "threads": threads,
+                   "machine": machine, "mode": mode, "frame": frame.name,
                    "speedup_vs_first": "", "speedup_paired_median": "", "speedup_paired_iqr": "", "gmacs": "",
                    "mac_ratio_vs_first": "", "params_m": "", "gmacs_dense": "", "gmacs_sparse": "",
                    "dense_mac_ratio_vs_first": ""}
@@ -208,16 +246,25 @@ def main(argv=None):
                         "threshold decoded (default); eval: plain eval-mode modules")
     p.add_argument("--runtime", action="append", choices=["eager", "onnxruntime"], default=None,
                    help="repeat to time several runtimes in one run (default: eager)")
+    p.add_argument("--threads", type=int, action="append", default=None,
+                   help="torch / ONNX Runtime threads; repeat for one run per count (default: torch's current)")
     p.add_argument("--csv", default=None, help="write all rows here")
     args = p.parse_args(argv)
     if args.frame is None and not default_frame().is_file():
         sys.exit(f"no --frame given and the default real frame {default_frame()} is absent")
-    rows = measure(args.cfg_file, args.frame, args.device, args.runs, args.warmup, args.mode,
-                   tuple(args.runtime or ["eager"]))
-    print(f"{'model':40s} {'runtime':12s} {'stage':22s} {'median ms':>10s} {'IQR ms':>8s} {'speed-up':>8s} "
-          f"{'paired':>7s} {'GMACs':>7s} {'MAC ratio':>9s}")
+    bad = [n for n in args.threads or [] if n < 1]
+    if bad:
+        p.error(f"--threads must be >= 1, got {bad}")
+    rows = []
+    for n in args.threads or [None]:
+        rows += measure(args.cfg_file, args.frame, args.device, args.runs, args.warmup, args.mode,
+                        tuple(args.runtime or ["eager"]), threads=n)
+    print(f"machine: {rows[0]['machine']}")
+    print(f"{'model':40s} {'runtime':12s} {'thr':>3s} {'stage':22s} {'median ms':>10s} {'IQR ms':>8s} "
+          f"{'speed-up':>8s} {'paired':>7s} {'GMACs':>7s} {'MAC ratio':>9s}")
     for r in rows:
-        print(f"{r['model']:40s} {r['runtime']:12s} {r['stage']:22s} {r['median_ms']:10.2f} {r['iqr_ms']:8.2f} "
+        print(f"{r['model']:40s} {r['runtime']:12s} {r['threads']:3d} {r['stage']:22s} {r['median_ms']:10.2f} "
+              f"{r['iqr_ms']:8.2f} "
               f"{str(r['speedup_vs_first']):>8s} {str(r['speedup_paired_median']):>7s} {str(r['gmacs']):>7s} "
               f"{str(r['mac_ratio_vs_first']):>9s}")
     if args.csv:

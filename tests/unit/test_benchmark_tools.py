@@ -1,6 +1,7 @@
 """benchmark.complexity reproduces the papers' params/GMACs on a real KITTI frame; benchmark.latency
 writes the documented rows (timings themselves are never asserted: they live in benchmark CSVs)."""
 import pytest
+import torch
 
 from benchmark import complexity, latency
 from pcdet.utils.paths import REPO_ROOT
@@ -111,3 +112,21 @@ def test_paired_speedup_is_the_median_of_per_round_ratios(real_kitti, monkeypatc
     e2e = [r for r in rows if r["stage"] == "end_to_end"]
     assert e2e[1]["speedup_paired_median"] == pytest.approx(2.0) and e2e[1]["speedup_vs_first"] == pytest.approx(2.5)
     assert e2e[0]["speedup_paired_median"] == pytest.approx(1.0)
+
+
+def test_latency_runs_at_the_asked_thread_count_and_records_it(real_kitti, monkeypatch):
+    """``threads``: the timed runs see that many torch threads, every row records it and the machine,
+    and the caller's count comes back afterwards; 0 threads is refused."""
+    frame = real_kitti / "training" / "velodyne" / "000000.bin"
+    cfgs = [SYN / "pointpillar_16x.yaml"]
+    seen = []
+    monkeypatch.setattr(latency._Model, "run_once",
+                        lambda self: seen.append(torch.get_num_threads()) or {"end_to_end": 1.0})
+    before = torch.get_num_threads()
+    rows = latency.measure(cfgs, frame, device="cpu", runs=2, warmup=0, threads=1)
+    assert seen == [1, 1] and torch.get_num_threads() == before
+    assert all(r["threads"] == 1 and r["machine"].startswith("CPU capability ") for r in rows)
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        latency.measure(cfgs, frame, device="cpu", runs=1, warmup=0, threads=0)
+    with pytest.raises(SystemExit):
+        latency.main(["--cfg_file", str(cfgs[0]), "--frame", str(frame), "--threads", "0"])
