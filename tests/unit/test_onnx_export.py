@@ -88,6 +88,30 @@ def test_io_binding_equals_the_host_feed(tmp_path):
             assert bound[key].shape[0] == inp.shape[0] and torch.equal(bound[key], fed[key]), key
 
 
+def test_a_channels_last_map_is_read_in_place_by_an_nhwc_graph(tmp_path):
+    """The deploy-mode scatter's channels-last map: the graph takes it as (B, ny, nx, C) without a copy,
+    and its head maps equal those of the graph that takes the NCHW copy."""
+    from pcdet.models.model_utils.onnx_utils import input_layout_of, layout_input
+
+    model = prepare_for_inference(_model_and_batch("pointpillar_16x")[0])
+    batch = _model_and_batch("pointpillar_16x")[1]
+    with torch.no_grad():
+        model(batch)
+    x = batch["spatial_features"]
+    assert input_layout_of(x) == "nhwc" and input_layout_of(x.contiguous()) == "nchw"
+    assert layout_input(x, "nhwc").data_ptr() == x.data_ptr()  # a view, no copy
+    nhwc = OnnxRuntimeDetector(model, x, path=tmp_path / "nhwc.onnx", threads=1)
+    nchw = OnnxRuntimeDetector(model, x, path=tmp_path / "nchw.onnx", threads=1, input_layout="nchw")
+    b, c, ny, nx = x.shape
+    assert nhwc.session.get_inputs()[0].shape[1:] == [ny, nx, c]
+    assert nchw.session.get_inputs()[0].shape[1:] == [c, ny, nx]
+    a, r = nhwc.dense_part(x), nchw.dense_part(x)
+    for key in nhwc.output_names:
+        assert (a[key] - r[key]).abs().max().item() <= TOL * r[key].abs().max().item(), key
+    with pytest.raises(ValueError, match="input layout"):
+        layout_input(x, "nc")
+
+
 def test_export_refuses_a_model_without_a_bev_head():
     with pytest.raises(OnnxExportError, match="backbone_2d"):
         DenseBEVPart(torch.nn.Module())
