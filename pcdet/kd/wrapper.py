@@ -140,12 +140,12 @@ class DistillationWrapper(nn.Module):
     def start_diagnostics(self, every, step=0):
         """Diagnostics every ``every`` training steps, counted from ``step``: the global step the training
         starts at (a resumed run's), so that they fall on the same global steps as in an uninterrupted
-        run and their ``step`` field is the global step. Sets each method's own counter alike."""
+        run and their ``step`` field is the global step. Starts each method that logs its own
+        diagnostics (one with a ``start_diagnostics(every, step)`` method) alike."""
         self.diagnostics_every, self._train_steps = int(every), int(step)
         for method in self.kd_methods:
-            if hasattr(method, "diagnostics_every"):
-                method.diagnostics_every = int(every)
-                method._steps = int(step)
+            if callable(getattr(method, "start_diagnostics", None)):
+                method.start_diagnostics(every, step)
 
     # ------------------------------------------------------------------ running
     def _diagnostics(self, batch_dict, task, tb_dict):

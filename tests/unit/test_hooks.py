@@ -62,10 +62,12 @@ def test_kd_diagnostics_count_from_the_global_step_of_a_resumed_run():
     (2400, 2420, ...; interval 20) and records the global step, in the wrapper and in each method."""
     import torch
 
+    from pcdet.kd.methods.pointdistiller import PointDistiller
     from pcdet.kd.wrapper import DistillationWrapper
 
-    class Method(torch.nn.Module):
+    class Method(torch.nn.Module):  # PointDistiller's counters alone
         diagnostics_every, _steps = 0, 0
+        start_diagnostics = PointDistiller.start_diagnostics
 
     wrapper = DistillationWrapper.__new__(DistillationWrapper)  # only its counters matter here
     torch.nn.Module.__init__(wrapper)

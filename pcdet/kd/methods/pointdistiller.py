@@ -127,6 +127,11 @@ class PointDistiller(KDMethod):
             self.adapter_s = nn.Linear(c_s, c_t)
         self.last_profile = {}
 
+    def start_diagnostics(self, every, step=0):
+        """Diagnostics every ``every`` training steps (0: none), the step counter starting at ``step``
+        (the global step of a resumed run); called by ``DistillationWrapper.start_diagnostics``."""
+        self.diagnostics_every, self._steps = int(every), int(step)
+
     def forward(self, batch_dict):
         t0 = time.perf_counter()
         diag_now = self.training and self.diagnostics_every and self._steps % self.diagnostics_every == 0
