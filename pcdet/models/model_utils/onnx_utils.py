@@ -11,9 +11,10 @@ output; SECOND: the HeightCompression output) to the head's raw maps:
 
 The graph's input takes the map in the memory order the detector produces it (``input_layout``):
 NCHW, or NHWC when the map is channels-last (the deploy-mode pillar scatter writes a cell-major
-canvas): then the graph reads (B, ny, nx, C) and transposes it itself, where ONNX Runtime folds the
-transpose into its own layout conversion, instead of PyTorch copying the map to NCHW first (a
-strided copy that cost the PointPillars teacher's 55 MB map about 150 ms on a 2-core CPU).
+canvas): then the graph reads (B, ny, nx, C) and transposes it itself, instead of PyTorch copying
+the map to NCHW first. On a 2-core CPU that strided copy cost the PointPillars teacher's 55 MB map
+about 160 ms, while the session took as long with the transpose in its graph as without it
+(``benchmark/results``, latency run 7).
 
 :func:`export_dense_part` exports that module (:class:`DenseBEVPart`) with ``torch.onnx.export``;
 :class:`OnnxRuntimeDetector` runs a detector with it: the modules before ``backbone_2d`` in PyTorch,
