@@ -165,10 +165,10 @@ def machine_label(device):
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    from pcdet.train_utils.precision import cpu_features
+    from pcdet.train_utils.precision import bf16_units, cpu_features
 
     f = cpu_features()
-    units = "+".join(n for n, on in (("AVX512-BF16", f["avx512_bf16"]), ("AMX", f["amx_tile"])) if on)
+    units = bf16_units(f)
     isa = f" (oneDNN capped at {f['onednn_max_isa']})" if f["onednn_max_isa"] else ""
     return f"CPU capability {f['capability']}" + (f" with {units}" if units else "") + isa
 

@@ -72,6 +72,11 @@ def cpu_features():
     }
 
 
+def bf16_units(features):
+    """``"AVX512-BF16+AMX"``, one of them, or ``""``: the bf16 units in :func:`cpu_features`."""
+    return "+".join(n for n, on in (("AVX512-BF16", features["avx512_bf16"]), ("AMX", features["amx_tile"])) if on)
+
+
 def native_bf16(device, features=None):
     """``(True/False, reason)``: does ``device`` compute in bf16 natively? ``features`` (CPU only)
     replaces :func:`cpu_features` (tests mock the CPU both ways with it)."""
@@ -95,8 +100,7 @@ def native_bf16(device, features=None):
     isa = str(f.get("onednn_max_isa") or "").upper()
     if isa and isa not in _ONEDNN_BF16_ISAS:
         return False, f"oneDNN capped at {isa}: its bf16 kernels are not used"
-    units = "+".join(n for n, on in (("AVX512-BF16", f["avx512_bf16"]), ("AMX", f["amx_tile"])) if on)
-    return True, f"CPU capability {cap} with {units}: native bf16"
+    return True, f"CPU capability {cap} with {bf16_units(f)}: native bf16"
 
 
 def resolve_precision(optim_cfg, device, features=None):
