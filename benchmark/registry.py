@@ -19,7 +19,7 @@ PRESETS_FILE = Path(__file__).resolve().parent / "presets.yaml"
 #: every table the harness knows; a missing file is an error of ``load_tables``
 TABLE_IDS = ("pd_t1", "pd_t2", "pd_t3", "pd_t4", "pd_t5", "pd_app_t1", "pd_app_t2", "pd_app_t3", "pd_app_t4",
              "pd_app_d2", "pvd_t1", "pvd_t2", "pvd_t3", "pvd_t4", "pvd_t5", "pvd_f6", "pd_paired",
-             "pd_paired_baselines")
+             "pd_paired_baselines", "pd_paired_second")
 TABLE_KEYS = {"ID", "TITLE", "PAPER_SOURCE", "TASK", "DATASET", "MEASURES", "NEEDS", "NOTES", "ROWS", "TEACHER_MODEL",
               "REFERENCE_ROW"}
 ROW_KEYS = {"NAME", "MODEL", "KD", "TEACHER", "TEACHER_MODEL", "NEEDS", "PAPER", "VARIANT", "METRICS", "REFERENCE"}
