@@ -19,19 +19,14 @@ import os
 import time
 from pathlib import Path
 
-from pcdet.utils.paths import REPO_ROOT
+from pcdet.utils.paths import repo_relative
 
 
 class ExperimentError(RuntimeError):
     """An experiment that failed; the message names its directory and log."""
 
 
-def _rel(path):
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
+_rel = repo_relative
 
 
 def resolved_config(cfg_file):

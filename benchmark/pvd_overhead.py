@@ -32,7 +32,7 @@ from pcdet.kd.methods import build_kd_methods
 from pcdet.kd.wrapper import DistillationWrapper
 from pcdet.models import build_network, load_data_to_device
 from pcdet.train_utils.experiment import load_experiment_cfg
-from pcdet.utils.paths import REPO_ROOT
+from pcdet.utils.paths import REPO_ROOT, repo_relative
 
 DEFAULT_CFG = REPO_ROOT / "kd_cfgs" / "synthetic_seg" / "cylinder3d_0.5x_pvd.yaml"
 
@@ -91,7 +91,7 @@ def measure(data_path, cfg_file=DEFAULT_CFG, batch_size=2, steps=5, warmup=1, se
     med = {v.name: _stats(v.times) for v in variants}
     info = {"points": int(batch["points"].shape[0]), "batch": batch_size, "steps": steps,
             "torch_threads": torch.get_num_threads(), "supervoxel_size": "x".join(str(s) for s in pvd.SUPERVOXEL_SIZE),
-            "K": int(pvd.K), "N_P": int(pvd.N_P), "N_V": int(pvd.N_V), "cfg": str(cfg_file)}
+            "K": int(pvd.K), "N_P": int(pvd.N_P), "N_V": int(pvd.N_V), "cfg": repo_relative(cfg_file)}
     rows = []
     for v in variants:
         m, iqr = med[v.name]

@@ -1,5 +1,6 @@
 """The benchmark table registry, the paper preset's settings and the comparison-CSV rules."""
 import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -184,3 +185,20 @@ def test_kd_method_tables_wait_for_their_baselines_and_app_t1_rows_are_registere
     assert {"overhaul", "crd", "multiframe"} <= kd_rows
     _, status = registry.table_status(tables["pd_app_t1"], paper)
     assert all("detector:CenterPoint" in why for why in status.values())
+
+
+def test_committed_result_csvs_name_files_relative_to_the_repository():
+    """Provenance cells of ``benchmark/results/*.csv`` name their runs and configs relative to the
+    repository (``repo_relative``), never by this or another machine's absolute path."""
+    from pcdet.utils.paths import REPO_ROOT, repo_relative
+
+    assert repo_relative(REPO_ROOT / "kd_cfgs" / "x.yaml") == str(Path("kd_cfgs") / "x.yaml")
+    assert repo_relative("/elsewhere/run") == "/elsewhere/run"  # outside the repository: kept absolute
+    results = sorted((REPO_ROOT / "benchmark" / "results").glob("*.csv"))
+    assert results
+    for path in results:
+        with open(path, newline="") as f:
+            for n, row in enumerate(csv.DictReader(f), start=2):
+                for key, value in row.items():
+                    for part in str(value).split(";"):  # a cell of several runs joins them with ';'
+                        assert not part.startswith("/"), f"{path.name}:{n} column {key}: absolute path {part}"
