@@ -166,6 +166,7 @@ def test_sparse_conv_batchnorm_folding_keeps_second_outputs():
     fast = prepare_for_inference(model)
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fast.modules())
     assert sum(isinstance(m, FeatureBias) for m in fast.modules()) == 12  # input 1, conv1 1, conv2-4 3 each, out 1
+    assert not [n for n, m in fast.named_modules() if m.training]  # the modules the folds insert too
     fast.dense_head.predict_score_thresh = None  # every anchor decoded: the maps compare one to one
     out = _module_outputs(fast, batch)
     torch.testing.assert_close(to_dense(out["encoded_spconv_tensor"]), to_dense(ref["encoded_spconv_tensor"]),

@@ -53,6 +53,12 @@ def test_onnx_runtime_equals_pytorch(name, mode, tmp_path):
         ref_preds, _ = model(ref_batch)
     ort_model = OnnxRuntimeDetector(model, ref_batch["spatial_features"], path=tmp_path / "dense.onnx", threads=1)
     assert (tmp_path / "dense.onnx").is_file() and ort_model.providers[0] == "CPUExecutionProvider"
+    # the export shares the detector's backbone and head: it must leave them in eval mode, so that the
+    # detector (and the head's decoding around the session) still runs as it did before the export
+    assert not [n for n, m in model.named_modules() if m.training]
+    with torch.no_grad():
+        again, _ = model(_clone(batch))
+    assert all(torch.equal(a["pred_scores"], r["pred_scores"]) for a, r in zip(again, ref_preds))
     maps = ort_model.dense_part(ref_batch["spatial_features"])
     for key in ort_model.output_names:
         ref = ref_batch[key]

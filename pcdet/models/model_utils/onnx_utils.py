@@ -72,6 +72,9 @@ class DenseBEVPart(nn.Module):
             raise OnnxExportError(f"{type(detector).__name__}: the ONNX export covers BEV detectors with a "
                                   f"backbone_2d and an anchor head (conv_cls / conv_box)")
         self.backbone_2d, self.head = detector.backbone_2d, head
+        # a new module starts in training mode, and the export restores the mode it found: left so, it
+        # would put the detector's own backbone and head (shared, not copied) back in training mode
+        self.train(detector.training)
 
     @property
     def output_names(self):
