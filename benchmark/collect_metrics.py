@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pcdet.datasets.kitti.eval import moderate_map
 from benchmark.csv_io import write_rows
+from pcdet.utils.paths import repo_relative
 
 CLASSES = ("Car", "Pedestrian", "Cyclist")
 KINDS = ("bev", "3d")
@@ -40,10 +41,10 @@ def collect(metrics_files):
                 vals = [m[f"{cls}_{kind}/{d}_R40"] for d in ("easy", "moderate", "hard")]
                 rows.append({"run": name, "class": cls, "kind": kind, "easy": round(vals[0], 2),
                              "moderate": round(vals[1], 2), "hard": round(vals[2], 2), "dataset": note,
-                             "source": str(path)})
+                             "source": repo_relative(path)})
             rows.append({"run": name, "class": "mAP", "kind": kind, "easy": "",
                          "moderate": round(moderate_map(m, kind), 2), "hard": "", "dataset": note,
-                         "source": str(path)})
+                         "source": repo_relative(path)})
     return rows
 
 

@@ -25,7 +25,7 @@ from benchmark.csv_io import write_rows
 from benchmark.experiments import final_metrics_file, mean_std
 from pcdet.datasets.kitti.eval import moderate_map
 from pcdet.train_utils.experiment import load_experiment_cfg, output_dir_for
-from pcdet.utils.paths import REPO_ROOT
+from pcdet.utils.paths import REPO_ROOT, repo_relative
 
 DEFAULT_ARMS = (
     "no_kd=tools/cfgs/synthetic_models/pointpillar_4x.yaml",
@@ -81,7 +81,7 @@ def run_row(arm, seed, cfg, metrics_path, seconds):
             "3d_map": round(moderate_map(m, "3d"), 2), "car_bev_moderate": round(m["Car_bev/moderate_R40"], 2),
             "car_3d_moderate": round(m["Car_3d/moderate_R40"], 2),
             "train_seconds": "" if seconds is None else round(seconds, 1), "dataset": data.get("dataset_note", ""),
-            "config": str(cfg), "source": str(metrics_path)}
+            "config": repo_relative(cfg), "source": repo_relative(metrics_path)}
 
 
 def summarise(rows, arm_names):

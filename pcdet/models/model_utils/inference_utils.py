@@ -45,7 +45,7 @@ def _fold_sparse_conv_bn(conv, norm):
         conv.bias = None
     with torch.no_grad():
         conv.weight.mul_(scale.view(-1, *([1] * (conv.weight.dim() - 1))))
-    return FeatureBias(shift)
+    return FeatureBias(shift).train(norm.training)
 
 
 def _sparse_types():
@@ -84,11 +84,11 @@ def fold_batchnorm_(model):
                 if isinstance(layer, _FOLDABLE) and isinstance(norm, _NORMS):
                     transpose = isinstance(layer, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
                     module._modules[a] = fuse_conv_bn_eval(layer, norm, transpose=transpose)
-                    module._modules[b] = nn.Identity()
+                    module._modules[b] = nn.Identity().train(module.training)
                     folded += 1
                 elif isinstance(layer, nn.Linear) and isinstance(norm, nn.BatchNorm1d):
                     module._modules[a] = fuse_linear_bn_eval(layer, norm)
-                    module._modules[b] = nn.Identity()
+                    module._modules[b] = nn.Identity().train(module.training)
                     folded += 1
         linear, norm = getattr(module, "linear", None), getattr(module, "norm", None)
         if isinstance(linear, nn.Linear) and isinstance(norm, nn.BatchNorm1d):
@@ -118,7 +118,7 @@ def fold_zero_padding_(model):
             if left != right or top != bottom or tuple(conv.padding) != (0, 0) or conv.padding_mode != "zeros":
                 continue
             conv.padding = (top, left)
-            seq._modules[a] = nn.Identity()
+            seq._modules[a] = nn.Identity().train(seq.training)
             folded += 1
     return folded
 
