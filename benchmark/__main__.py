@@ -49,7 +49,8 @@ def cmd_run(args):
     slurm = {"cluster": args.slurm_cluster, "partition": args.slurm_partition, "timeout_min": args.slurm_timeout_min,
              "cpus_per_training": args.slurm_cpus_per_training}
     run_table(args.table, args.preset, args.seeds, args.out, args.device, args.cache, jobs=args.jobs,
-              launcher=args.launcher, gpus_per_training=args.gpus_per_training, slurm=slurm, rows=args.rows)
+              launcher=args.launcher, gpus_per_training=args.gpus_per_training, slurm=slurm, rows=args.rows,
+              dry_run=args.dry_run)
     return 0
 
 
@@ -87,6 +88,8 @@ def main(argv=None):
                          "spec; the driver's own core count is not used")
     pr.add_argument("--slurm_cluster", default="slurm", choices=["slurm", "local"],
                     help="local: submitit's local executor (the slurm code path without a scheduler; for tests)")
+    pr.add_argument("--dry_run", action="store_true",
+                    help="print each experiment's state (cached, resumes after epoch N, to run) and stop")
     pr.add_argument("--gpus_per_training", type=int, default=1,
                     help="GPUs of each CUDA training; > 1 runs it data-parallel with torchrun inside its job")
     rp = sub.add_parser("report", help="Markdown summary and plots of the CSVs in a folder")

@@ -508,8 +508,38 @@ def table_cells(plan):
     return lines
 
 
+def experiment_status(e):
+    """What running ``e`` would do now: ``cached``; for a training with checkpoints but no result,
+    ``resumes after epoch N of E``; else ``to run``."""
+    if e.cached():
+        return "cached"
+    if isinstance(e, Train):
+        done = [int(p.stem.rsplit("_", 1)[1]) for p in (e.run_dir / "ckpt").glob("checkpoint_epoch_*.pth")]
+        if done:
+            return f"resumes after epoch {max(done)} of {e.epochs}"
+    return "to run"
+
+
+def plan_status_lines(plan):
+    """One line per experiment of ``plan`` (kind, label, seed, :func:`experiment_status`, cache folder)
+    and a summary: what ``--dry_run`` prints."""
+    exps = plan.experiments()
+    lines, left = [], 0
+    for e in exps:
+        state = experiment_status(e)
+        seed = f"seed {e.seed}" if isinstance(e, Train) else ""
+        if isinstance(e, Train) and state != "cached":
+            ran = int(state.split()[3]) if state.startswith("resumes") else 0
+            left += e.epochs - ran
+        lines.append(f"{e.kind:11s} {e.label:48s} {seed:8s} {state:28s} {_rel(e.dir)}")
+    todo = sum(experiment_status(e) != "cached" for e in exps)
+    lines.append(f"{plan.table['ID']} ({plan.preset_name}): {len(exps)} experiments, {len(exps) - todo} cached, "
+                 f"{todo} to run or resume; {left} training epochs left")
+    return lines
+
+
 def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu", cache_root=None, tables=None,
-              jobs=None, launcher="local", gpus_per_training=1, slurm=None, rows=None):
+              jobs=None, launcher="local", gpus_per_training=1, slurm=None, rows=None, dry_run=False):
     """Plan, run (cached) and write ``<out>/<table_id>.csv``; returns (csv path, lines, plan).
 
     ``jobs``: trainings at once (default: the preset's ``JOBS``, else 1). ``launcher``: ``local`` or
@@ -518,7 +548,9 @@ def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu",
     :data:`SLURM_CPUS_PER_TRAINING`: the plan never reads the driver's core count there);
     ``gpus_per_training``: GPUs of each CUDA training (> 1: torchrun inside the job). ``rows``: a regular
     expression on row names; only the matching rows run (the others are filled from the cache where
-    everything they need is cached, else left empty: :meth:`TablePlan._select_rows`)."""
+    everything they need is cached, else left empty: :meth:`TablePlan._select_rows`). ``dry_run``: print
+    :func:`plan_status_lines` and return ``(None, lines, plan)`` without running or writing a CSV (the
+    embedded data is generated first when missing, since the plan names its frames)."""
     tables = tables or registry.load_tables()
     if table_id not in tables:
         raise SystemExit(f"unknown table {table_id!r}; known: {', '.join(tables)}")
@@ -559,6 +591,11 @@ def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu",
                 _log(f"data: {data} -> {_rel(data.dir)}")
             data.run(log=_log)
         plan.build()
+        if dry_run:
+            lines = plan_status_lines(plan)
+            for line in lines:
+                print(line)
+            return None, lines, plan
         from benchmark.launchers import make_runner
 
         run_plan(plan, runner=make_runner(launcher, jobs, plan.cache_root, device,

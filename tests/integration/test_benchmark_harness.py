@@ -202,3 +202,33 @@ def test_segmentation_table_runs_teacher_student_and_pvd_and_keeps_paper_referen
     kd_run = plan.row_exps["C3D_0.5x + PVD"]["accuracy"][0].run_dir
     log = next(kd_run.glob("train_*.log")).read_text()
     assert "kd_cfgs/synthetic_seg/cylinder3d_0.5x_pvd.yaml" in log  # trained by the KD config, not the bare student
+
+
+def test_dry_run_says_what_would_run_resume_or_come_from_the_cache(tmp_path, monkeypatch, capsys):
+    """``--dry_run`` trains nothing and writes no CSV; each experiment's state follows its cache folder:
+    a result file (cached), checkpoints without one (resumes after the newest), neither (to run)."""
+    (tmp_path / "tiny_paired.yaml").write_text(PAIRED_TABLE)
+    tables = {"tiny_paired": registry.load_table(tmp_path / "tiny_paired.yaml")}
+    presets = registry.load_presets()
+    presets["tiny_dry"] = dict(presets["smoke"], EPOCHS=3, TEACHER_EPOCHS=1, SEEDS=2, JOBS=1)
+    monkeypatch.setattr(registry, "load_presets", lambda *a, **k: presets)
+    args = ("tiny_paired", "tiny_dry", None, tmp_path / "out", "cpu", tmp_path / "cache")
+    path, lines, plan = harness.run_table(*args, tables=tables, dry_run=True)
+    exps = plan.experiments()
+    assert path is None and not (tmp_path / "out").exists()
+    assert not list((tmp_path / "cache").glob("train/*/result.json"))
+    assert len(lines) == len(exps) + 1 and all(" to run " in line for line in lines[:-1])
+    assert lines[-1].endswith(f"{len(exps)} experiments, 0 cached, {len(exps)} to run or resume; "
+                              f"{1 + 4 * 3} training epochs left")  # teacher 1 + 2 rows x 2 seeds x 3
+    teacher = next(e for e in exps if e.label.startswith("teacher"))
+    student = next(e for e in exps if e.label == "pointpillar_4x" and e.seed == 1)
+    teacher.dir.mkdir(parents=True)
+    teacher.result_file.write_text("{}\n")
+    (student.run_dir / "ckpt").mkdir(parents=True)
+    for n in (1, 2):
+        (student.run_dir / "ckpt" / f"checkpoint_epoch_{n}.pth").write_bytes(b"")
+    _, lines, _ = harness.run_table(*args, tables=tables, dry_run=True)
+    assert harness.experiment_status(teacher) == "cached"
+    assert harness.experiment_status(student) == "resumes after epoch 2 of 3"
+    assert lines[-1].endswith(f"{len(exps) - 1} to run or resume; {4 * 3 - 2} training epochs left")
+    assert "resumes after epoch 2 of 3" in capsys.readouterr().out
