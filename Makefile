@@ -39,7 +39,7 @@ $(STAMP): setup.py requirements.txt Makefile
 	touch $(STAMP)
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 $(LINT_STAMP): requirements-lint.txt $(STAMP)
 	$(PY) -m pip install -r requirements-lint.txt
