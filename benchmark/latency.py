@@ -2,7 +2,7 @@
 
     python -m benchmark.latency --cfg_file A --cfg_file B ... [--frame PATH] [--device cpu|cuda]
                                 [--runs 30] [--warmup 5] [--runtime eager] [--runtime onnxruntime]
-                                [--threads N [--threads M ...]] [--csv OUT]
+                                [--threads N [--threads M ...]] [--ckpt CKPT ...] [--csv OUT]
 
 End to end = voxelisation (the config's data processor) + collation + transfer + model forward
 including post-processing (NMS) = "voxelisation to boxes". Per module = forward hooks around each
@@ -18,8 +18,9 @@ them, and sparse-convolution) and MAC ratios over the first (``benchmark.complex
 folded into the preceding layers, zero pads folded into the convolutions, channels-last 2D
 convolutions and the anchor head decoding only the anchors above the score threshold
 (``pcdet.models.model_utils.inference_utils``; predicted boxes unchanged, tested). With the
-initialised weights the tool builds (no checkpoint), almost no anchor passes the threshold, so its
-decoding and NMS times are a lower bound of a trained model's. ``--mode eval`` times
+initialised weights the tool builds by default, almost no anchor passes the threshold, so its
+decoding and NMS times are a lower bound of a trained model's; ``--ckpt`` (once per ``--cfg_file``, in
+order) times trained weights instead, and every row's ``weights`` names them. ``--mode eval`` times
 the plain eval-mode PyTorch modules.
 
 ``--runtime onnxruntime`` (repeatable with ``eager``, the default) runs each detector's dense part,
@@ -55,6 +56,7 @@ from pcdet.models.model_utils.inference_utils import prepare_for_inference
 from benchmark.complexity import default_frame
 from benchmark.complexity import measure as measure_complexity
 from benchmark.csv_io import write_rows
+from pcdet.utils.paths import repo_relative
 
 
 class _Timer:
@@ -86,11 +88,16 @@ class _Timer:
 
 
 class _Model:
-    def __init__(self, cfg_file, frame, device, mode="deploy", runtime="eager"):
+    def __init__(self, cfg_file, frame, device, mode="deploy", runtime="eager", ckpt=None):
         self.cfg = load_experiment_cfg(cfg_file)
         self.name = experiment_name(cfg_file)
         self.dataset = PointCloudFileDataset(self.cfg.DATA_CONFIG, self.cfg.CLASS_NAMES, [frame])
-        self.model = build_network(self.cfg.MODEL, len(self.cfg.CLASS_NAMES), self.dataset).to(device).eval()
+        self.model = build_network(self.cfg.MODEL, len(self.cfg.CLASS_NAMES), self.dataset)
+        self.weights = "initialised"
+        if ckpt is not None:
+            self.model.load_params_from_file(ckpt)  # strict: a checkpoint of another config is an error
+            self.weights = repo_relative(ckpt)
+        self.model = self.model.to(device).eval()
         if mode == "deploy":
             self.model = prepare_for_inference(self.model)
         elif mode != "eval":
@@ -174,26 +181,30 @@ def machine_label(device):
 
 
 def measure(cfg_files, frame=None, device="cpu", runs=30, warmup=5, mode="deploy", runtimes=("eager",),
-            threads=None):
+            threads=None, ckpts=None):
     """Rows of every (runtime, model) pair timed in one round-robin run with ``threads`` torch threads
-    (default: the current count; restored afterwards)."""
+    (default: the current count; restored afterwards). ``ckpts``: one checkpoint per config, in order
+    (None: every model keeps its initialised weights); each row's ``weights`` says which."""
+    if ckpts is not None and len(ckpts) != len(cfg_files):
+        raise ValueError(f"latency: {len(ckpts)} checkpoint(s) for {len(cfg_files)} config(s): give one per config")
     before = torch.get_num_threads()
     threads = int(threads) if threads is not None else before
     if threads < 1:
         raise ValueError(f"latency: threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
     try:
-        return _measure(cfg_files, frame, device, runs, warmup, mode, runtimes, threads)
+        return _measure(cfg_files, frame, device, runs, warmup, mode, runtimes, threads, ckpts)
     finally:
         torch.set_num_threads(before)
 
 
-def _measure(cfg_files, frame, device, runs, warmup, mode, runtimes, threads):
+def _measure(cfg_files, frame, device, runs, warmup, mode, runtimes, threads, ckpts=None):
     device = resolve_device(device)
     machine = machine_label(device)
     frame = Path(frame) if frame else default_frame()
     runtimes = list(dict.fromkeys(runtimes))
-    models = [_Model(c, frame, device, mode, rt) for rt in runtimes for c in cfg_files]
+    ckpts = list(ckpts) if ckpts is not None else [None] * len(cfg_files)
+    models = [_Model(c, frame, device, mode, rt, ckpt=k) for rt in runtimes for c, k in zip(cfg_files, ckpts)]
     for _ in range(warmup):
         for m in models:
             m.run_once()
@@ -214,7 +225,7 @@ def _measure(cfg_files, frame, device, runs, warmup, mode, runtimes, threads):
             row = {"model": m.name, "runtime": m.runtime, "providers": m.providers, "stage": stage,
                    "median_ms": round(med, 3),
                    "iqr_ms": round(iqr, 3), "runs": runs, "device": str(device), "threads": threads,
-                   "machine": machine, "mode": mode, "frame": frame.name,
+                   "machine": machine, "mode": mode, "frame": frame.name, "weights": m.weights,
                    "speedup_vs_first": "", "speedup_paired_median": "", "speedup_paired_iqr": "", "gmacs": "",
                    "mac_ratio_vs_first": "", "params_m": "", "gmacs_dense": "", "gmacs_sparse": "",
                    "dense_mac_ratio_vs_first": ""}
@@ -248,17 +259,21 @@ def main(argv=None):
                    help="repeat to time several runtimes in one run (default: eager)")
     p.add_argument("--threads", type=int, action="append", default=None,
                    help="torch / ONNX Runtime threads; repeat for one run per count (default: torch's current)")
+    p.add_argument("--ckpt", action="append", default=None,
+                   help="trained weights: repeat once per --cfg_file, in the same order (default: initialised)")
     p.add_argument("--csv", default=None, help="write all rows here")
     args = p.parse_args(argv)
     if args.frame is None and not default_frame().is_file():
         sys.exit(f"no --frame given and the default real frame {default_frame()} is absent")
+    if args.ckpt is not None and len(args.ckpt) != len(args.cfg_file):
+        p.error(f"--ckpt given {len(args.ckpt)} time(s) for {len(args.cfg_file)} --cfg_file(s): one per config")
     bad = [n for n in args.threads or [] if n < 1]
     if bad:
         p.error(f"--threads must be >= 1, got {bad}")
     rows = []
     for n in args.threads or [None]:
         rows += measure(args.cfg_file, args.frame, args.device, args.runs, args.warmup, args.mode,
-                        tuple(args.runtime or ["eager"]), threads=n)
+                        tuple(args.runtime or ["eager"]), threads=n, ckpts=args.ckpt)
     print(f"machine: {rows[0]['machine']}")
     print(f"{'model':40s} {'runtime':12s} {'thr':>3s} {'stage':22s} {'median ms':>10s} {'IQR ms':>8s} "
           f"{'speed-up':>8s} {'paired':>7s} {'GMACs':>7s} {'MAC ratio':>9s}")

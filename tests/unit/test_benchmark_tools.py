@@ -130,3 +130,34 @@ def test_latency_runs_at_the_asked_thread_count_and_records_it(real_kitti, monke
         latency.measure(cfgs, frame, device="cpu", runs=1, warmup=0, threads=0)
     with pytest.raises(SystemExit):
         latency.main(["--cfg_file", str(cfgs[0]), "--frame", str(frame), "--threads", "0"])
+
+
+def test_latency_times_trained_weights_given_per_config(real_kitti, monkeypatch, tmp_path):
+    """``ckpts``: one checkpoint per config, loaded (strictly) before the deploy preparation, and named in
+    every row's ``weights``; a count that does not match the configs, or another config's checkpoint,
+    is refused."""
+    from pcdet.models import build_network
+    from pcdet.models.model_template import CheckpointMismatchError
+    from pcdet.train_utils.experiment import load_experiment_cfg
+
+    frame = real_kitti / "training" / "velodyne" / "000000.bin"
+    cfg_file = SYN / "pointpillar_16x.yaml"
+    probe = latency._Model(cfg_file, frame, torch.device("cpu"), mode="eval")  # the tool's own build
+    model = probe.model
+    with torch.no_grad():
+        model.dense_head.conv_cls.bias.fill_(1.25)
+    ckpt = tmp_path / "trained.pth"
+    torch.save({"model_state": model.state_dict()}, ckpt)
+    seen = []
+    monkeypatch.setattr(latency._Model, "run_once", lambda self: seen.append(
+        float(self.model.dense_head.conv_cls.bias[0])) or {"end_to_end": 1.0})
+    rows = latency.measure([cfg_file], frame, device="cpu", runs=1, warmup=0, ckpts=[ckpt])
+    assert seen == [1.25] and all(r["weights"] == str(ckpt.resolve()) for r in rows)
+    rows = latency.measure([cfg_file], frame, device="cpu", runs=1, warmup=0)
+    assert seen[-1] != 1.25 and all(r["weights"] == "initialised" for r in rows)
+    with pytest.raises(ValueError, match="one per config"):
+        latency.measure([cfg_file, cfg_file], frame, device="cpu", runs=1, warmup=0, ckpts=[ckpt])
+    other = build_network(load_experiment_cfg(SYN / "pointpillar_4x.yaml").MODEL, 3, probe.dataset)
+    torch.save({"model_state": other.state_dict()}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointMismatchError, match="other.pth"):
+        latency.measure([cfg_file], frame, device="cpu", runs=1, warmup=0, ckpts=[tmp_path / "other.pth"])
