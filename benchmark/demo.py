@@ -173,9 +173,11 @@ def main(argv=None):
     val_ids = (data_dir / "ImageSets" / "val.txt").read_text().split()
     frame = data_dir / "training" / "velodyne" / f"{val_ids[0]}.bin"
     model_cfgs = {"teacher": TEACHER_CFG, "student_4x": STUDENT_CFG, "student_4x_pointdistiller": STUDENT_CFG}
-    _log(f"latency: {args.latency_runs} round-robin runs per model on val frame {frame.name}, CPU")
+    _log(f"latency: {args.latency_runs} round-robin runs per model on val frame {frame.name}, CPU, with the "
+         f"trained teacher and no-KD student weights")
+    trained = [runs[name]["run_dir"] / "ckpt" / f"checkpoint_epoch_{args.epochs}.pth" for name in ("teacher", "student_4x")]
     lat_rows = latency.measure([TEACHER_CFG, STUDENT_CFG], frame, device="cpu", runs=args.latency_runs,
-                               warmup=2)
+                               warmup=2, ckpts=trained)
     lat = {r["model"]: r for r in lat_rows if r["stage"] == "end_to_end"}
     rows = []
     for name, run in runs.items():

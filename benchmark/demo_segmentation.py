@@ -118,8 +118,9 @@ def main(argv=None):
 
     frame = SemanticKittiDataset.first_val_frame(data_dir, load_experiment_cfg(TEACHER_CFG).DATA_CONFIG)
     _log(f"latency: {args.latency_runs} round-robin runs per model on val frame {frame.parent.parent.name}/"
-         f"{frame.name}, CPU, deploy mode")
-    lat_rows = latency.measure([TEACHER_CFG, STUDENT_CFG], frame, device="cpu", runs=args.latency_runs, warmup=2)
+         f"{frame.name}, CPU, deploy mode, the trained weights")
+    lat_rows = latency.measure([TEACHER_CFG, STUDENT_CFG], frame, device="cpu", runs=args.latency_runs, warmup=2,
+                               ckpts=[_ckpt(runs[name], args.epochs) for name, _ in MODELS])
     lat = {r["model"]: r for r in lat_rows if r["stage"] == "end_to_end"}
     rows = []
     for name, cfg_file in MODELS:
