@@ -39,8 +39,8 @@ BANNER = "[embedded synthetic dataset] "
 TEACHER_CFG = REPO_ROOT / "tools" / "cfgs" / "synthetic_models" / "pointpillar.yaml"
 STUDENT_CFG = REPO_ROOT / "tools" / "cfgs" / "synthetic_models" / "pointpillar_4x.yaml"
 KD_CFG = REPO_ROOT / "kd_cfgs" / "synthetic" / "pointpillar_4x_pointdistiller.yaml"
-CSV_FIELDS = ["model", "cfg_file", "params_M", "gmacs", "latency_ms", "latency_iqr_ms", "bev_map", "3d_map",
-              "train_seconds", "precision", "threads", "dataset", "run_dir"]
+CSV_FIELDS = ["model", "cfg_file", "params_M", "gmacs", "latency_ms", "latency_iqr_ms", "latency_weights", "bev_map",
+              "3d_map", "train_seconds", "precision", "threads", "dataset", "run_dir"]
 
 
 def _log(msg):
@@ -72,6 +72,10 @@ def _train(cfg, out, data_dir, tag, epochs, seed, workers, logs, extra=(), live=
     except TrainingFailed as err:
         raise SystemExit(f"{BANNER}training {cfg}: {err}") from None
     return output_dir_for(cfg, tag, out / "runs"), seconds
+
+
+def _final_ckpt(run, epochs):
+    return run["run_dir"] / "ckpt" / f"checkpoint_epoch_{epochs}.pth"
 
 
 def _metrics(run_dir, epochs):
@@ -151,7 +155,7 @@ def main(argv=None):
     plan = [("teacher", TEACHER_CFG, ()), ("student_4x", STUDENT_CFG, ()), ("student_4x_pointdistiller", KD_CFG, None)]
     for name, cfg_file, extra in plan:
         if extra is None:  # the KD run distils from the teacher trained above
-            teacher_ckpt = runs["teacher"]["run_dir"] / "ckpt" / f"checkpoint_epoch_{args.epochs}.pth"
+            teacher_ckpt = _final_ckpt(runs["teacher"], args.epochs)
             extra = ("--teacher_ckpt", str(teacher_ckpt))
         _log(f"training {name} ({cfg_file.relative_to(REPO_ROOT)}), {args.epochs} epochs; log {logs / (name + '.log')}")
         run_dir, secs = _train(cfg_file, out, data_dir, name, args.epochs, args.seed, args.workers, logs, extra,
@@ -175,7 +179,7 @@ def main(argv=None):
     model_cfgs = {"teacher": TEACHER_CFG, "student_4x": STUDENT_CFG, "student_4x_pointdistiller": STUDENT_CFG}
     _log(f"latency: {args.latency_runs} round-robin runs per model on val frame {frame.name}, CPU, with the "
          f"trained teacher and no-KD student weights")
-    trained = [runs[name]["run_dir"] / "ckpt" / f"checkpoint_epoch_{args.epochs}.pth" for name in ("teacher", "student_4x")]
+    trained = [_final_ckpt(runs[name], args.epochs) for name in ("teacher", "student_4x")]
     lat_rows = latency.measure([TEACHER_CFG, STUDENT_CFG], frame, device="cpu", runs=args.latency_runs,
                                warmup=2, ckpts=trained)
     lat = {r["model"]: r for r in lat_rows if r["stage"] == "end_to_end"}
@@ -187,6 +191,9 @@ def main(argv=None):
             "model": name, "cfg_file": str(Path(run["cfg_file"]).relative_to(REPO_ROOT)),
             "params_M": round(comp["params_M"], 4), "gmacs": round(comp["gmacs"], 3),
             "latency_ms": lat_row["median_ms"], "latency_iqr_ms": lat_row["iqr_ms"],
+            # the KD student shares the no-KD student's architecture: its latency was timed with those weights
+            "latency_weights": str(_final_ckpt(runs["teacher" if name == "teacher" else "student_4x"],
+                                               args.epochs).relative_to(out)),
             "bev_map": round(moderate_map(run["metrics"], "bev"), 2), "3d_map": round(moderate_map(run["metrics"], "3d"), 2),
             "train_seconds": round(run["seconds"], 1), "precision": run["precision"], "threads": run["threads"],
             "dataset": "embedded synthetic (KITTI format)",

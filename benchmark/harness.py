@@ -509,32 +509,42 @@ def table_cells(plan):
 
 
 def experiment_status(e):
-    """What running ``e`` would do now: ``cached``; for a training with checkpoints but no result,
-    ``resumes after epoch N of E``; else ``to run``."""
+    """What running ``e`` would do now, as ``(state, epochs_done)``: ``cached``; for a training with
+    checkpoints but no result, ``resumes after epoch N of E`` (E: the plan's epochs, ``?`` where the
+    config decides them, as under the paper preset); else ``to run``. ``epochs_done``: N (0 unless resuming)."""
+    from pcdet.train_utils.train_utils import latest_checkpoint
+
     if e.cached():
-        return "cached"
+        return "cached", 0
     if isinstance(e, Train):
-        done = [int(p.stem.rsplit("_", 1)[1]) for p in (e.run_dir / "ckpt").glob("checkpoint_epoch_*.pth")]
-        if done:
-            return f"resumes after epoch {max(done)} of {e.epochs}"
-    return "to run"
+        newest = latest_checkpoint(e.run_dir / "ckpt")
+        if newest is not None:
+            done = int(Path(newest).stem.rsplit("_", 1)[1])
+            return f"resumes after epoch {done} of {e.epochs if e.epochs is not None else '?'}", done
+    return "to run", 0
 
 
 def plan_status_lines(plan):
     """One line per experiment of ``plan`` (kind, label, seed, :func:`experiment_status`, cache folder)
-    and a summary: what ``--dry_run`` prints."""
+    and a summary: what ``--dry_run`` prints. Epochs left count only trainings whose epochs the plan fixes."""
     exps = plan.experiments()
-    lines, left = [], 0
+    lines, left, todo, unknown = [], 0, 0, 0
     for e in exps:
-        state = experiment_status(e)
+        state, done = experiment_status(e)
+        if state != "cached":
+            todo += 1
+            if isinstance(e, Train):
+                if e.epochs is None:
+                    unknown += 1
+                else:
+                    left += int(e.epochs) - done
         seed = f"seed {e.seed}" if isinstance(e, Train) else ""
-        if isinstance(e, Train) and state != "cached":
-            ran = int(state.split()[3]) if state.startswith("resumes") else 0
-            left += e.epochs - ran
         lines.append(f"{e.kind:11s} {e.label:48s} {seed:8s} {state:28s} {_rel(e.dir)}")
-    todo = sum(experiment_status(e) != "cached" for e in exps)
-    lines.append(f"{plan.table['ID']} ({plan.preset_name}): {len(exps)} experiments, {len(exps) - todo} cached, "
-                 f"{todo} to run or resume; {left} training epochs left")
+    summary = (f"{plan.table['ID']} ({plan.preset_name}): {len(exps)} experiments, {len(exps) - todo} cached, "
+               f"{todo} to run or resume; {left} training epochs left")
+    if unknown:
+        summary += f" (+ {unknown} training(s) whose epochs their configs set)"
+    lines.append(summary)
     return lines
 
 

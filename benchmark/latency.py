@@ -20,8 +20,9 @@ convolutions and the anchor head decoding only the anchors above the score thres
 (``pcdet.models.model_utils.inference_utils``; predicted boxes unchanged, tested). With the
 initialised weights the tool builds by default, almost no anchor passes the threshold, so its
 decoding and NMS times are a lower bound of a trained model's; ``--ckpt`` (once per ``--cfg_file``, in
-order) times trained weights instead, and every row's ``weights`` names them. ``--mode eval`` times
-the plain eval-mode PyTorch modules.
+order; a plain checkpoint or a distillation run's, whose student is timed) times trained weights
+instead, and every row's ``weights`` names them. ``--mode eval`` times the plain eval-mode PyTorch
+modules.
 
 ``--runtime onnxruntime`` (repeatable with ``eager``, the default) runs each detector's dense part,
 from the scattered BEV map to the head maps, in ONNX Runtime (exported from the prepared model,
@@ -95,7 +96,10 @@ class _Model:
         self.model = build_network(self.cfg.MODEL, len(self.cfg.CLASS_NAMES), self.dataset)
         self.weights = "initialised"
         if ckpt is not None:
-            self.model.load_params_from_file(ckpt)  # strict: a checkpoint of another config is an error
+            from pcdet.kd.wrapper import load_student_weights
+
+            # as tools/test.py: a plain checkpoint or the student of a KD one; strict (another config: an error)
+            load_student_weights(self.model, str(ckpt))
             self.weights = repo_relative(ckpt)
         self.model = self.model.to(device).eval()
         if mode == "deploy":

@@ -228,7 +228,7 @@ def test_dry_run_says_what_would_run_resume_or_come_from_the_cache(tmp_path, mon
     for n in (1, 2):
         (student.run_dir / "ckpt" / f"checkpoint_epoch_{n}.pth").write_bytes(b"")
     _, lines, _ = harness.run_table(*args, tables=tables, dry_run=True)
-    assert harness.experiment_status(teacher) == "cached"
-    assert harness.experiment_status(student) == "resumes after epoch 2 of 3"
+    assert harness.experiment_status(teacher) == ("cached", 0)
+    assert harness.experiment_status(student) == ("resumes after epoch 2 of 3", 2)
     assert lines[-1].endswith(f"{len(exps) - 1} to run or resume; {4 * 3 - 2} training epochs left")
     assert "resumes after epoch 2 of 3" in capsys.readouterr().out

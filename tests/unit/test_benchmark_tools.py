@@ -133,9 +133,9 @@ def test_latency_runs_at_the_asked_thread_count_and_records_it(real_kitti, monke
 
 
 def test_latency_times_trained_weights_given_per_config(real_kitti, monkeypatch, tmp_path):
-    """``ckpts``: one checkpoint per config, loaded (strictly) before the deploy preparation, and named in
-    every row's ``weights``; a count that does not match the configs, or another config's checkpoint,
-    is refused."""
+    """``ckpts``: one checkpoint per config (a plain one or a distillation run's, whose student is
+    timed), loaded strictly before the deploy preparation and named in every row's ``weights``; a
+    count that does not match the configs, or another config's checkpoint, is refused."""
     from pcdet.models import build_network
     from pcdet.models.model_template import CheckpointMismatchError
     from pcdet.train_utils.experiment import load_experiment_cfg
@@ -155,6 +155,10 @@ def test_latency_times_trained_weights_given_per_config(real_kitti, monkeypatch,
     assert seen == [1.25] and all(r["weights"] == str(ckpt.resolve()) for r in rows)
     rows = latency.measure([cfg_file], frame, device="cpu", runs=1, warmup=0)
     assert seen[-1] != 1.25 and all(r["weights"] == "initialised" for r in rows)
+    kd = tmp_path / "kd_run.pth"  # a distillation run's checkpoint: the student inside the wrapper's state
+    torch.save({"model_state": {f"student.{k}": v for k, v in model.state_dict().items()}}, kd)
+    latency.measure([cfg_file], frame, device="cpu", runs=1, warmup=0, ckpts=[kd])
+    assert seen[-1] == 1.25
     with pytest.raises(ValueError, match="one per config"):
         latency.measure([cfg_file, cfg_file], frame, device="cpu", runs=1, warmup=0, ckpts=[ckpt])
     other = build_network(load_experiment_cfg(SYN / "pointpillar_4x.yaml").MODEL, 3, probe.dataset)
