@@ -1,6 +1,6 @@
 """The CUDA path (``pytest -m gpu``; skipped with a reason on machines without CUDA): the detectors and
-the segmentor, the KD wrapper and every KD method of the KITTI experiments give on CUDA what they give
-on the CPU for the same weights and inputs. TF32 is switched off, so both devices compute in fp32; the
+the segmentor, the KD wrapper and every KD method of the KITTI and embedded segmentation experiments
+give on CUDA what they give on the CPU for the same weights and inputs. TF32 is switched off, so both devices compute in fp32; the
 tolerance is relative to each output's largest magnitude: 1e-4 for forwards (different summation
 orders), 1e-3 for losses (sums over many terms, sorting / top-k ties resolved alike)."""
 import copy
@@ -110,6 +110,40 @@ def test_segmentor_loss_equals_the_cpu():
     l_cpu = cpu(_to(batch, "cpu"))[0]["loss"]
     l_gpu = gpu(_to(batch, CUDA))[0]["loss"]
     assert l_gpu.device.type == "cuda" and _close(l_gpu, l_cpu, 1e-3), (l_gpu.item(), l_cpu.item())
+
+
+SEG_KD_CFGS = sorted((REPO_ROOT / "kd_cfgs" / "synthetic_seg").glob("*.yaml"))
+
+
+def _draws_samples(stem):
+    """PVD with an affinity term samples supervoxels and points (multinomial, randperm): the CUDA and
+    CPU generators differ, so those losses are compared for being finite only."""
+    return "_pvd" in stem and not stem.endswith(("_pvd_out", "_pvd_out_p"))
+
+
+@pytest.mark.parametrize("path", SEG_KD_CFGS, ids=lambda p: p.stem)
+def test_segmentation_kd_wrapper_and_method_losses_equal_the_cpu(path, tmp_path):
+    """Every segmentation KD experiment of the embedded family (PVD and its variants, the five PVD
+    baselines): the wrapper's loss on CUDA equals the CPU's for the same weights and batch."""
+    from tests.helpers import seg_batch, seg_kd_wrapper
+
+    method = {"AE_STEPS": 0} if path.stem.endswith("knowledge_adaptation") else None  # no AE phase
+    cpu = seg_kd_wrapper(tmp_path, path, method)
+    gpu = copy.deepcopy(cpu).to(CUDA)
+    cpu.train(), gpu.train()
+    batch = seg_batch(0)
+    torch.manual_seed(2)
+    ret_cpu, tb_cpu, _ = cpu(_to(batch, "cpu"))
+    torch.manual_seed(2)
+    ret_gpu, tb_gpu, _ = gpu(_to(batch, CUDA))
+    assert ret_gpu["loss"].device.type == CUDA.type and torch.isfinite(ret_gpu["loss"])
+    if not _draws_samples(path.stem):
+        assert _close(ret_gpu["loss"], ret_cpu["loss"], 1e-3), (ret_gpu["loss"].item(), ret_cpu["loss"].item())
+        for key, value in tb_cpu.items():
+            if key.startswith("kd_") and isinstance(value, float):
+                assert abs(tb_gpu[key] - value) <= 1e-3 * max(abs(value), 1e-6), key
+    ret_gpu["loss"].backward()
+    assert all(p.grad is None for p in gpu.teacher.parameters())
 
 
 def test_box_ops_and_nms_run_on_the_device_and_equal_the_cpu():
