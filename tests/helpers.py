@@ -225,3 +225,37 @@ def random_boxes(n, seed, spread=10.0):
     size = torch.rand(n, 3, generator=g) * 3 + 0.3
     heading = (torch.rand(n, 1, generator=g) - 0.5) * 2 * math.pi
     return torch.cat([centre, size, heading], 1).double()
+
+
+# ----------------------------------------------------------------------------- host transfers
+def host_copy_numel(args, kwargs, out, device_type):
+    """Elements of the largest host (CPU) tensor in ``out`` when some tensor of ``args`` / ``kwargs`` is
+    on ``device_type``: what one operation copied from that device to the host (0: no such copy)."""
+    from torch.utils import _pytree as pytree
+
+    if not any(isinstance(a, torch.Tensor) and a.device.type == device_type for a in pytree.tree_leaves((args, kwargs))):
+        return 0
+    return max((o.numel() for o in pytree.tree_leaves(out) if isinstance(o, torch.Tensor) and o.device.type == "cpu"),
+               default=0)
+
+
+def host_copies(device_type="cuda", min_numel=256):
+    """A dispatch mode recording (operation, elements) of every copy of at least ``min_numel`` elements
+    from ``device_type`` to the host made inside it (``.cpu()``, ``.to('cpu')``, ``copy_`` into a host
+    tensor; scalars read by ``.item()`` are not tensors and are not counted): ``with host_copies() as h:
+    ...; h.copies``. Autograd's backward runs on other threads and is not seen."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class HostCopies(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.copies = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            n = host_copy_numel(args, kwargs, out, device_type)
+            if n >= min_numel:
+                self.copies.append((str(func), n))
+            return out
+
+    return HostCopies()

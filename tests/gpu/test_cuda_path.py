@@ -146,6 +146,50 @@ def test_segmentation_kd_wrapper_and_method_losses_equal_the_cpu(path, tmp_path)
     assert all(p.grad is None for p in gpu.teacher.parameters())
 
 
+def _kd_inputs_on_cuda(model, batch):
+    """The batch a CUDA wrapper's KD methods read: teacher and student forwards run (outside what is checked)."""
+    b = _to(batch, CUDA)
+    model.run_teacher(b)
+    for method in model.kd_methods:
+        prepare = getattr(method, "prepare_student_inputs", None)
+        if prepare is not None:
+            b = prepare(b)
+    model.student(b)
+    return b
+
+
+#: host copies of fewer elements are allowed inside a KD loss (ids of the few supervoxels, classes or
+#: samples a loss loops over); a CPU kernel on a copy of the features or the graph copies far more
+HOST_COPY_MAX = 256
+
+
+@pytest.mark.parametrize("path", KD_CFGS + SEG_KD_CFGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_no_kd_loss_copies_tensors_to_the_host(path, tmp_path):
+    """The forward of every KD method on CUDA moves no tensor of HOST_COPY_MAX elements or more to the
+    host (what a CPU kernel on a ``.cpu()`` copy would need); recorded with a dispatch mode
+    (``tests.helpers.host_copies``), so scalars read for logging do not count."""
+    from tests.helpers import host_copies, seg_batch, seg_kd_wrapper
+
+    if path in SEG_KD_CFGS:
+        method = {"AE_STEPS": 0} if path.stem.endswith("knowledge_adaptation") else None
+        model, batch = seg_kd_wrapper(tmp_path, path, method).to(CUDA), seg_batch(0)
+    else:
+        cfg = load_experiment_cfg(path, ["DATA_CONFIG.POINT_CLOUD_RANGE", SMALL,
+                                         "KD.TEACHER.DATA_CONFIG.POINT_CLOUD_RANGE", SMALL])
+        ds = fake_dataset(cfg, voxel=tuple(cfg.DATA_CONFIG.DATA_PROCESSOR[-1].VOXEL_SIZE))
+        torch.manual_seed(1)
+        torch.save({"model_state": build_network(cfg.KD.TEACHER.MODEL, 3, ds).state_dict()}, tmp_path / "t.pth")
+        cfg.KD.TEACHER.CKPT = str(tmp_path / "t.pth")
+        torch.manual_seed(0)
+        model, batch = build_network(cfg.MODEL, 3, ds, kd_cfg=cfg.KD).to(CUDA), _batch(path.stem, ds.data_processor.grid_size)
+    model.train()
+    b = _kd_inputs_on_cuda(model, batch)
+    for method in model.kd_methods:
+        with host_copies("cuda", min_numel=HOST_COPY_MAX) as h:
+            loss, _ = method(b)
+        assert torch.isfinite(loss) and not h.copies, (type(method).__name__, h.copies)
+
+
 def test_box_ops_and_nms_run_on_the_device_and_equal_the_cpu():
     from pcdet.ops.iou3d_nms import boxes_bev_iou, boxes_iou3d, nms
     from tests.helpers import random_boxes
