@@ -156,4 +156,4 @@ def prepare_for_inference(model, fold_bn=True, channels_last=True, decode_above_
         for module in model.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
                 module.to(memory_format=torch.channels_last)
-    return model.eval()  # the modules the folds put in (FeatureBias, Identity) start in training mode
+    return model  # eval mode throughout: the folds insert their modules in the mode of what they replace
