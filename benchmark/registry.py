@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from benchmark.metrics import check_metric
+from pcdet.config import safe_load_yaml
 from pcdet.utils.paths import REPO_ROOT
 
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
@@ -44,7 +45,7 @@ def _check_keys(d, allowed, where):
 def load_table(path):
     path = Path(path)
     try:
-        t = yaml.safe_load(path.read_text())
+        t = safe_load_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise RegistryError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(t, dict):
@@ -99,7 +100,7 @@ def load_tables(tables_dir=TABLES_DIR, require_all=True):
 
 
 def load_presets(path=PRESETS_FILE):
-    presets = yaml.safe_load(Path(path).read_text())
+    presets = safe_load_yaml(Path(path).read_text())
     for name, p in presets.items():
         _check_keys(p, PRESET_KEYS, f"{path}: {name}")
         if p["DATA"]["KIND"] not in ("synthetic", "real"):

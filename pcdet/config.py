@@ -25,6 +25,15 @@ from easydict import EasyDict
 
 BASE_KEY = "_BASE_CONFIG_"
 
+#: libyaml's parser where PyYAML was built with it: the same safe constructor as ``yaml.safe_load``
+#: (every config of the repository loads to an equal value), about 4x faster on these files
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def safe_load_yaml(text):
+    """``yaml.safe_load(text)``, with libyaml's C parser when it is available."""
+    return yaml.load(text, Loader=_SAFE_LOADER)
+
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the file or key."""
@@ -42,7 +51,7 @@ def _load_yaml(path):
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_load_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML ({err})") from None
     if data is None:
@@ -147,7 +156,7 @@ def cfg_from_list(cfg_list, config):
                 node = node[part]
         old = node[parts[-1]]
         try:
-            new = yaml.safe_load(raw) if isinstance(raw, str) else raw
+            new = safe_load_yaml(raw) if isinstance(raw, str) else raw
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {key}: cannot parse value {raw!r} ({err})") from None
         if not _type_ok(old, new):

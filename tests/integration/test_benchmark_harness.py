@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -30,10 +31,42 @@ def _read(path):
         return list(csv.DictReader(f))
 
 
-def test_smoke_run_fills_every_cell_caches_and_resumes(tmp_path, monkeypatch):
+TEACHER_TABLE = """
+ID: smoke_teacher
+TITLE: the smoke preset's PointPillars teacher alone
+PAPER_SOURCE: test
+TASK: detection
+DATASET: kitti
+MEASURES: [accuracy]
+NEEDS: [detector:PointPillar]
+ROWS:
+    - {NAME: teacher, MODEL: pointpillar, TEACHER: true}
+"""
+
+
+@pytest.fixture(scope="module")
+def teacher_cache(tmp_path_factory):
+    """A cache holding the smoke preset's embedded dataset and its 1-epoch PointPillars teacher, built
+    once for this module (the teacher every detection table here distils from: same spec, same hash)."""
+    root = tmp_path_factory.mktemp("teacher_cache")
+    (root / "smoke_teacher.yaml").write_text(TEACHER_TABLE)
+    tables = {"smoke_teacher": registry.load_table(root / "smoke_teacher.yaml")}
+    _, _, plan = harness.run_table("smoke_teacher", "smoke", 1, root / "out", "cpu", root / "cache", tables=tables)
+    teacher = plan.row_exps["teacher"]["accuracy"][0]
+    assert teacher.label == "teacher_pointpillar" and teacher.cached()
+    return root / "cache", teacher.hash
+
+
+def _seeded(teacher_cache, path):
+    """A copy of the module's teacher cache at ``path`` (each test owns its cache)."""
+    shutil.copytree(teacher_cache[0], path)
+    return path
+
+
+def test_smoke_run_fills_every_cell_caches_and_resumes(tmp_path, monkeypatch, teacher_cache):
     (tmp_path / "mini_pd.yaml").write_text(TABLE)
     tables = {"mini_pd": registry.load_table(tmp_path / "mini_pd.yaml")}
-    cache, out = tmp_path / "cache", tmp_path / "out"
+    cache, out = _seeded(teacher_cache, tmp_path / "cache"), tmp_path / "out"
     path, lines, plan = harness.run_table("mini_pd", "smoke", 1, out, "cpu", cache, tables=tables)
     rows = _read(path)
     # every metric of every row: the PAPER ones plus the measures' defaults, each measured with a source
@@ -55,6 +88,7 @@ def test_smoke_run_fills_every_cell_caches_and_resumes(tmp_path, monkeypatch):
     teacher_exp = plan.row_exps["teacher"]["accuracy"][0]
     student_exp = plan.row_exps["4x PointDistiller"]["accuracy"][0]
     assert student_exp.teacher is teacher_exp and student_exp.spec["teacher"] == teacher_exp.hash
+    assert teacher_exp.hash == teacher_cache[1]  # the module's cached teacher, not a new one
 
     # a second run trains nothing: every experiment is cached
     def no_training(*a, **k):
@@ -72,16 +106,17 @@ def test_smoke_run_fills_every_cell_caches_and_resumes(tmp_path, monkeypatch):
     assert "resumed from" in log and [r["measured"] for r in _read(path3)] == [r["measured"] for r in rows]
 
 
-def test_slurm_launcher_fills_the_local_runs_cells_of_pd_app_t3(tmp_path):
+def test_slurm_launcher_fills_the_local_runs_cells_of_pd_app_t3(tmp_path, teacher_cache):
     """``pd_app_t3 --preset smoke --launcher slurm`` through submitit's local executor (jobs as
-    subprocesses, no scheduler) on a fresh cache fills exactly the cells of ``--launcher local``: the
-    teacher and the 1+1+1 PointDistiller row (``--rows``, to keep the suite short: the whole table takes
-    about 80 s local and 120 s through the executor on 2 cores), each experiment a job of its own."""
+    subprocesses, no scheduler) fills exactly the cells of ``--launcher local``: the teacher and the
+    1+1+1 PointDistiller row (``--rows``, to keep the suite short: the whole table takes about 80 s local
+    and 120 s through the executor on 2 cores), each experiment the cache lacks a job of its own. Both
+    caches start from the module's teacher (its training through a job is the students' code path)."""
     pytest.importorskip("submitit", reason="submitit is not installed (requirements.txt installs it)")
     rows = r"Teacher|1\+1\+1=3, PointDistiller"
-    local, _, _ = harness.run_table("pd_app_t3", "smoke", 1, tmp_path / "out_local", "cpu", tmp_path / "cache_local",
-                                    rows=rows)
-    cache = tmp_path / "cache_slurm"
+    local, _, _ = harness.run_table("pd_app_t3", "smoke", 1, tmp_path / "out_local", "cpu",
+                                    _seeded(teacher_cache, tmp_path / "cache_local"), rows=rows)
+    cache = _seeded(teacher_cache, tmp_path / "cache_slurm")
     slurm, _, plan = harness.run_table("pd_app_t3", "smoke", 1, tmp_path / "out_slurm", "cpu", cache, rows=rows,
                                        launcher="slurm", slurm={"cluster": "local", "cpus_per_training": os.cpu_count()})
     cells = [(r["row"], r["metric"], r["measured"]) for r in _read(local)]
@@ -89,7 +124,9 @@ def test_slurm_launcher_fills_the_local_runs_cells_of_pd_app_t3(tmp_path):
     measured = {row for row, _, value in cells if value != ""}
     assert measured == {"3+5+5=13 (Teacher)", "1+1+1=3, PointDistiller"}
     jobs = [p for p in (cache / "submitit").iterdir() if p.name.isdigit()]
-    assert len(jobs) == len(plan.experiments()) == 4 and all(e.cached() for e in plan.experiments())
+    exps = plan.experiments()
+    assert [e.hash for e in exps if e.label.startswith("teacher")] == [teacher_cache[1]]
+    assert len(jobs) == len(exps) - 1 == 3 and all(e.cached() for e in exps)  # the student, two complexities
 
 
 def test_paper_preset_refuses_to_start_without_the_dataset(tmp_path, monkeypatch):
@@ -138,9 +175,11 @@ ROWS:
 """
 
 
-def test_paired_design_scores_last_epochs_gates_the_teacher_and_keeps_per_seed_values(tmp_path, monkeypatch):
+def test_paired_design_scores_last_epochs_gates_the_teacher_and_keeps_per_seed_values(tmp_path, monkeypatch,
+                                                                                         teacher_cache):
     """The paired preset's machinery at toy size: students seed by seed, the teacher gate checked before
-    the KD students, scores = mean of the last 2 evaluations, per-seed values in the CSV, KD diagnostics."""
+    the KD students, scores = mean of the last 2 evaluations, per-seed values in the CSV, KD diagnostics.
+    The teacher comes from the module's cache (the teacher of smoke with TEACHER_EPOCHS 1: same hash)."""
     (tmp_path / "tiny_paired.yaml").write_text(PAIRED_TABLE)
     tables = {"tiny_paired": registry.load_table(tmp_path / "tiny_paired.yaml")}
     presets = registry.load_presets()
@@ -151,11 +190,12 @@ def test_paired_design_scores_last_epochs_gates_the_teacher_and_keeps_per_seed_v
     real_start = harness._log
     monkeypatch.setattr(harness, "_log", lambda msg: (started.append(msg), real_start(msg)))
     path, lines, plan = harness.run_table("tiny_paired", "tiny_paired", None, tmp_path / "out", "cpu",
-                                          tmp_path / "cache", tables=tables)
+                                          _seeded(teacher_cache, tmp_path / "cache"), tables=tables)
     events = [m.split()[2] if m.startswith("running train") else "GATE" for m in started
               if m.startswith("running train") or m.startswith("teacher gate")]
-    # the teacher, the gate's no-KD student (seed 0), the gate, then the rest seed by seed
-    assert events == ["teacher_pointpillar", "pointpillar_4x", "GATE", "pointpillar_4x_pointdistiller",
+    # (the teacher is cached) the gate's no-KD student (seed 0), the gate, then the rest seed by seed
+    assert plan.experiments()[0].hash == teacher_cache[1]
+    assert events == ["pointpillar_4x", "GATE", "pointpillar_4x_pointdistiller",
                       "pointpillar_4x", "pointpillar_4x_pointdistiller"]
     order = [(e.label, e.seed) for e in plan.experiments()]
     assert order[1:] == [("pointpillar_4x", 0), ("pointpillar_4x_pointdistiller", 0), ("pointpillar_4x", 1),

@@ -37,19 +37,33 @@ def kitti_kd_setup(tmp_path_factory):
     return real, infos, ckpt, tmp
 
 
-@pytest.mark.parametrize("where", ["repo_root", "elsewhere"])
-def test_kd_train_cli_from_any_directory(kitti_kd_setup, where):
-    real, infos, ckpt, tmp = kitti_kd_setup
-    cwd = REPO_ROOT if where == "repo_root" else tmp
-    cfg_arg = KD_REL if where == "repo_root" else str(REPO_ROOT / KD_REL)
-    out = tmp / f"out_{where}"
+def _kd_train(setup, out, cwd, cfg_arg):
+    """One KD epoch (no evaluation) of the KITTI PointDistiller config; returns its checkpoint folder."""
+    real, infos, ckpt, _ = setup
     cmd = [sys.executable, str(REPO_ROOT / "tools" / "train.py"), "--cfg_file", cfg_arg, "--teacher_ckpt", str(ckpt),
            "--data_path", str(real), "--infos_dir", str(infos), "--epochs", "1", "--batch_size", "3",
            "--workers", "0", "--no_eval", "--no_progress", "--output_root", str(out)]
     env = dict(os.environ, OMP_NUM_THREADS="2")
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run = out / "kd_cfgs" / "kitti" / "pointpillar_4x_pointdistiller" / "default" / "ckpt"
+    return out / "kd_cfgs" / "kitti" / "pointpillar_4x_pointdistiller" / "default" / "ckpt"
+
+
+@pytest.fixture(scope="module")
+def repo_root_run(kitti_kd_setup):
+    """The KD training started from the repository root with the relative config path (shared by the
+    CLI test and the ``tools/test.py`` test: one training for both)."""
+    out = kitti_kd_setup[3] / "out_repo_root"
+    return out, _kd_train(kitti_kd_setup, out, REPO_ROOT, KD_REL)
+
+
+@pytest.mark.parametrize("where", ["repo_root", "elsewhere"])
+def test_kd_train_cli_from_any_directory(kitti_kd_setup, where, request):
+    if where == "repo_root":
+        run = request.getfixturevalue("repo_root_run")[1]
+    else:  # another working directory, the config by its absolute path
+        tmp = kitti_kd_setup[3]
+        run = _kd_train(kitti_kd_setup, tmp / "out_elsewhere", tmp, str(REPO_ROOT / KD_REL))
     full = torch.load(run / "checkpoint_epoch_1.pth", weights_only=False)["model_state"]
     student = torch.load(run / "student_epoch_1.pth", weights_only=False)["model_state"]
     assert any("adapter" in k or "kd_methods" in k for k in full)  # adapters are trained and saved
@@ -64,19 +78,12 @@ def _test_py(args, cwd):
     return proc.stdout + proc.stderr
 
 
-def test_test_py_evaluates_the_student_of_a_kd_run(kitti_kd_setup):
+def test_test_py_evaluates_the_student_of_a_kd_run(kitti_kd_setup, repo_root_run):
     """``tools/test.py`` on a KD run: the KD config with its training checkpoint (``--ckpt``) and
     with ``--eval_all --ckpt_dir``, and the student config with the exported student checkpoint,
     all evaluate the same student to the same metrics."""
     real, infos, ckpt, tmp = kitti_kd_setup
-    out = tmp / "out_eval"
-    cmd = [sys.executable, str(REPO_ROOT / "tools" / "train.py"), "--cfg_file", KD_REL, "--teacher_ckpt", str(ckpt),
-           "--data_path", str(real), "--infos_dir", str(infos), "--epochs", "1", "--batch_size", "3",
-           "--workers", "0", "--no_eval", "--no_progress", "--output_root", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=dict(os.environ, OMP_NUM_THREADS="2"), capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run_ckpt = out / "kd_cfgs" / "kitti" / "pointpillar_4x_pointdistiller" / "default" / "ckpt"
+    out, run_ckpt = repo_root_run
     data = ["--data_path", str(real), "--infos_dir", str(infos), "--batch_size", "3", "--output_root", str(out)]
 
     log = _test_py(["--cfg_file", KD_REL, "--ckpt", str(run_ckpt / "checkpoint_epoch_1.pth"),

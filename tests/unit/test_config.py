@@ -72,3 +72,19 @@ def test_check_keys():
     check_keys({"A": 1}, {"A", "B"}, "MODEL.X")
     with pytest.raises(ConfigKeyError, match="MODEL.X.*'NUM_FILTER'.*NUM_FILTERS"):
         check_keys({"NUM_FILTER": 1}, {"NUM_FILTERS"}, "MODEL.X")
+
+
+def test_the_fast_yaml_loader_reads_every_config_as_safe_load_does():
+    """``safe_load_yaml`` (libyaml's parser where available) gives the value ``yaml.safe_load`` gives,
+    for every YAML file the project loads (configs, KD configs, benchmark tables and presets)."""
+    import yaml
+
+    from pcdet.config import safe_load_yaml
+    from pcdet.utils.paths import REPO_ROOT
+
+    files = [p for d in ("tools/cfgs", "kd_cfgs", "benchmark") for p in sorted((REPO_ROOT / d).rglob("*.yaml"))]
+    assert len(files) > 100
+    for path in files:
+        text = path.read_text()
+        assert safe_load_yaml(text) == yaml.safe_load(text), path
+    assert safe_load_yaml("a: [1, 2.5, null, yes, '3']") == {"a": [1, 2.5, None, True, "3"]}
