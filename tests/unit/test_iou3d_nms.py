@@ -147,3 +147,27 @@ def test_nms_matches_greedy_loop(thresh, pre, post):
     assert 0 < len(keep) < n
     tkeep = nms_cpu(torch.from_numpy(boxes), torch.from_numpy(scores), thresh, pre, post)
     assert tkeep.tolist() == keep.tolist()
+
+
+@pytest.mark.parametrize("pre,post", [(4096, 500), (30, 7), (60, 1)])
+def test_post_processing_nms_equals_the_greedy_loop_cut_to_its_post_max_size(pre, post):
+    """The detectors' NMS (``model_nms_utils``) stops its scan at NMS_POST_MAXSIZE kept boxes: the same
+    indices as the full greedy loop cut to that many, for class-agnostic and class-aware NMS."""
+    from easydict import EasyDict
+
+    from pcdet.models.model_utils.model_nms_utils import class_agnostic_nms, multi_classes_nms
+
+    rng = np.random.default_rng(3)
+    n = 60
+    boxes = np.column_stack([rng.uniform(0, 8, n), rng.uniform(0, 8, n), np.zeros(n), rng.uniform(1, 3, n),
+                             rng.uniform(1, 2, n), np.ones(n), rng.uniform(-np.pi, np.pi, n)])
+    scores = rng.permutation(n) / n + 0.01  # distinct: the reference's order is unambiguous
+    cfg = EasyDict(NMS_PRE_MAXSIZE=pre, NMS_THRESH=0.2, NMS_POST_MAXSIZE=post)
+    idx, kept = class_agnostic_nms(torch.from_numpy(scores), torch.from_numpy(boxes), cfg)
+    expected = _greedy_reference(boxes, scores, 0.2, pre, post)
+    assert idx.tolist() == expected and torch.equal(kept, torch.from_numpy(scores[expected]))
+    two = np.stack([scores, (rng.permutation(n) + 0.5) / n + 0.01], axis=1)  # no score in both classes
+    s, labels, b = multi_classes_nms(torch.from_numpy(two), torch.from_numpy(boxes), cfg)
+    per_class = [(float(two[i, k]), k, i) for k in range(2) for i in _greedy_reference(boxes, two[:, k], 0.2, pre, post)]
+    per_class.sort(key=lambda t: -t[0])
+    assert s.tolist() == [t[0] for t in per_class[:post]] and labels.tolist() == [t[1] for t in per_class[:post]]

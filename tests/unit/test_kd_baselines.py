@@ -307,6 +307,25 @@ def test_sparsekd_label_kd_adds_confident_new_teacher_boxes_only():
     assert torch.allclose(out[0, :7], box_t[1]) and int(out[0, 7]) == 2
 
 
+def test_confident_boxes_keeps_the_pre_nms_cap_of_the_detectors_post_processing():
+    """Only the ``pre_max`` best-scoring confident anchors enter the NMS (OpenPCDet's NMS_PRE_MAXSIZE);
+    non-overlapping boxes all survive it, best first, at most ``max_boxes``."""
+    from pcdet.kd.methods.common import NMS_PRE_MAXSIZE, confident_boxes
+
+    n = 12
+    boxes = torch.tensor([[5.0 * i, 0.0, -1.0, 4.0, 1.6, 1.5, 0.0] for i in range(n)])  # 5 m apart: no overlap
+    probs = torch.tensor([0.35 + 0.05 * ((7 * i) % n) for i in range(n)])  # distinct, all >= 0.3
+    cls = torch.stack([torch.logit(probs), torch.full((n,), -6.0), torch.full((n,), -6.0)], dim=1)
+    best_first = torch.argsort(probs, descending=True)
+    idx, score = confident_boxes(cls, boxes, 0.3, 0.1, 100)  # the default cap (4096) does not bind here
+    assert NMS_PRE_MAXSIZE == 4096 and idx.tolist() == best_first.tolist()
+    assert torch.allclose(score, probs)
+    idx, _ = confident_boxes(cls, boxes, 0.3, 0.1, 100, pre_max=5)
+    assert idx.tolist() == best_first[:5].tolist()
+    idx, _ = confident_boxes(cls, boxes, 0.5, 0.1, 3, pre_max=5)  # the threshold first, then the cap, then max_boxes
+    assert idx.tolist() == [i for i in best_first.tolist() if probs[i] >= 0.5][:3]
+
+
 def test_sessd_pairs_and_loss_transcribed(tmp_path):
     m, batch, model = run(tmp_path, "sessd")
     head = model.student.dense_head

@@ -135,11 +135,18 @@ def gt_bev_masks(gt_boxes, h, w, pcr):
     return torch.stack(out).view(-1, h, w), boxes
 
 
-def confident_boxes(cls_logits, boxes, score_thresh, nms_thresh, max_boxes):
+#: pre-NMS cap of ``confident_boxes``: OpenPCDet's KITTI post-processing NMS_PRE_MAXSIZE (PointPillars, SECOND)
+NMS_PRE_MAXSIZE = 4096
+
+
+def confident_boxes(cls_logits, boxes, score_thresh, nms_thresh, max_boxes, pre_max=NMS_PRE_MAXSIZE):
     """Indices of one sample's anchor predictions whose best sigmoid score is >= ``score_thresh``, after
-    class-agnostic rotated BEV NMS (the detectors' post-processing NMS), best first; and all best scores."""
+    class-agnostic rotated BEV NMS as the detectors' post-processing runs it (the ``pre_max`` best scores
+    enter the NMS, at most ``max_boxes`` are kept), best first; and all best scores. Without the pre-NMS cap
+    a teacher confident on most anchors (an early or miscalibrated one) makes the greedy NMS quadratic in
+    the anchor count (321,408 on the KITTI PointPillars grid)."""
     score = torch.sigmoid(cls_logits.float()).max(dim=-1).values
-    nms_cfg = EasyDict(NMS_PRE_MAXSIZE=int(score.numel()), NMS_THRESH=float(nms_thresh), NMS_POST_MAXSIZE=int(max_boxes))
+    nms_cfg = EasyDict(NMS_PRE_MAXSIZE=int(pre_max), NMS_THRESH=float(nms_thresh), NMS_POST_MAXSIZE=int(max_boxes))
     idx, _ = class_agnostic_nms(score, boxes.float(), nms_cfg, score_thresh=score_thresh)
     return idx, score
 

@@ -5,7 +5,8 @@ Source: Zheng et al., "SE-SSD: Self-Ensembling Single-Stage Object Detector from
 Applied to: the anchor head's decoded boxes and class scores.
 Loss implemented (details as described in the paper; no released code confirms them), per sample:
   teacher boxes: the teacher's decoded anchor predictions (``batch_box_preds_tea``, ``batch_cls_preds_tea``)
-  whose best class score sigmoid >= ``SCORE_THRESH`` (0.3), reduced by rotated BEV NMS (``NMS_THRESH``);
+  whose best class score sigmoid >= ``SCORE_THRESH`` (0.3), reduced by rotated BEV NMS (``NMS_THRESH``; the
+  ``NMS_PRE_MAXSIZE`` best, 4096, enter it, as in the detectors' post-processing);
   student boxes: the student's decoded predictions *at the same confident anchors* (decoded with the
   student's own head, before any NMS) -- a choice: SE-SSD filters the student by its own scores, which a
   freshly initialised student never passes, so its loss would be zero for most of a short schedule;
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 
 from pcdet.kd.methods.base import KD_METHODS, KDMethod
 from pcdet.kd.keys import TEA
-from pcdet.kd.methods.common import confident_boxes, head_view
+from pcdet.kd.methods.common import NMS_PRE_MAXSIZE, confident_boxes, head_view
 from pcdet.ops.iou3d_nms import boxes_bev_iou
 
 
@@ -27,7 +28,8 @@ from pcdet.ops.iou3d_nms import boxes_bev_iou
 class SESSDConsistency(KDMethod):
     """SE-SSD consistency: smooth-L1 on boxes and sigmoid scores of student boxes matched (IoU>0.7) to teacher boxes."""
 
-    ALLOWED_KEYS = {"NAME", "WEIGHT", "SCORE_THRESH", "NMS_THRESH", "IOU_THRESH", "MAX_TEACHER_BOXES", "SMOOTH_L1_BETA"}
+    ALLOWED_KEYS = {"NAME", "WEIGHT", "SCORE_THRESH", "NMS_THRESH", "IOU_THRESH", "MAX_TEACHER_BOXES", "SMOOTH_L1_BETA",
+                    "NMS_PRE_MAXSIZE"}
 
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
@@ -36,6 +38,7 @@ class SESSDConsistency(KDMethod):
         self.nms_thresh = float(cfg.get("NMS_THRESH", 0.1))
         self.iou_thresh = float(cfg.get("IOU_THRESH", 0.7))
         self.max_boxes = int(cfg.get("MAX_TEACHER_BOXES", 100))
+        self.pre_max = int(cfg.get("NMS_PRE_MAXSIZE", NMS_PRE_MAXSIZE))
         self.beta = float(cfg.get("SMOOTH_L1_BETA", 1.0 / 9.0))
 
     def forward(self, batch_dict):
@@ -46,7 +49,8 @@ class SESSDConsistency(KDMethod):
         box_s, cls_s = box_s.float(), cls_s.float()
         box_terms, cls_terms, pairs = [], [], 0
         for b in range(bs):
-            t_idx, score = confident_boxes(cls_t[b], box_t[b], self.score_thresh, self.nms_thresh, self.max_boxes)
+            t_idx, score = confident_boxes(cls_t[b], box_t[b], self.score_thresh, self.nms_thresh, self.max_boxes,
+                                           self.pre_max)
             if t_idx.numel() == 0:
                 continue
             cand = torch.nonzero(score >= self.score_thresh).squeeze(1)  # the student's boxes at these anchors

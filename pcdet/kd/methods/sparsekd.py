@@ -10,7 +10,8 @@ to the anchor class map). Loss implemented:
   L_box = sum(mask * sum_k smoothL1(r_S - r_T)) / sum(mask), r = the head's encoded box residuals at the
   same anchor (``BOX_WEIGHT``, published 0.2);
   label KD (``LABEL_KD``, on by default): before the student's forward, teacher boxes with best class
-  score >= ``LABEL_SCORE_THRESH`` (0.6), after rotated BEV NMS, that overlap no ground-truth box
+  score >= ``LABEL_SCORE_THRESH`` (0.6), after rotated BEV NMS (the ``NMS_PRE_MAXSIZE`` best, 4096, enter
+  it, as in the detectors' post-processing), that overlap no ground-truth box
   (BEV IoU <= ``LABEL_DEDUP_IOU``, a choice) are appended to ``gt_boxes`` with the teacher's class,
   so the student's own target assignment trains on them. Feature KD off, as published.
   L = WEIGHT * (LOGIT_WEIGHT L_logit + BOX_WEIGHT L_box).
@@ -21,13 +22,14 @@ import torch.nn.functional as F
 
 from pcdet.kd.methods.base import KD_METHODS, KDMethod
 from pcdet.kd.keys import TEA
-from pcdet.kd.methods.common import confident_boxes, gt_bev_masks, head_view, point_cloud_range_of, valid_gt
+from pcdet.kd.methods.common import NMS_PRE_MAXSIZE, confident_boxes, gt_bev_masks, head_view, point_cloud_range_of, valid_gt
 from pcdet.ops.iou3d_nms import boxes_bev_iou
 
 
-def teacher_label_boxes(cls_t, box_t, gt_boxes_b, score_thresh, nms_thresh, dedup_iou, max_boxes=100):
+def teacher_label_boxes(cls_t, box_t, gt_boxes_b, score_thresh, nms_thresh, dedup_iou, max_boxes=100,
+                        pre_max=NMS_PRE_MAXSIZE):
     """(K, 8) teacher boxes (x..heading, class 1..C) to add to one sample's ground truth."""
-    idx, _ = confident_boxes(cls_t, box_t, score_thresh, nms_thresh, max_boxes)
+    idx, _ = confident_boxes(cls_t, box_t, score_thresh, nms_thresh, max_boxes, pre_max)
     if idx.numel() == 0:
         return box_t.new_zeros((0, 8))
     label = cls_t.float().argmax(dim=-1)
@@ -45,7 +47,7 @@ class SparseKD(KDMethod):
     """SparseKD (Yang et al.): masked heat-map MSE + box regression to teacher + teacher boxes as extra labels."""
 
     ALLOWED_KEYS = {"NAME", "WEIGHT", "LOGIT_WEIGHT", "BOX_WEIGHT", "LABEL_KD", "LABEL_SCORE_THRESH", "NMS_THRESH",
-                    "LABEL_DEDUP_IOU", "SMOOTH_L1_BETA"}
+                    "LABEL_DEDUP_IOU", "SMOOTH_L1_BETA", "NMS_PRE_MAXSIZE"}
 
     def __init__(self, cfg, student, teacher, where):
         super().__init__(cfg, where)
@@ -57,6 +59,7 @@ class SparseKD(KDMethod):
         self.label_thresh = float(cfg.get("LABEL_SCORE_THRESH", 0.6))
         self.nms_thresh = float(cfg.get("NMS_THRESH", 0.1))
         self.dedup_iou = float(cfg.get("LABEL_DEDUP_IOU", 0.1))
+        self.pre_max = int(cfg.get("NMS_PRE_MAXSIZE", NMS_PRE_MAXSIZE))
         self.beta = float(cfg.get("SMOOTH_L1_BETA", 1.0 / 9.0))
         self.last_label_kd_boxes = 0  # boxes label KD added to the current batch (for the logs)
 
@@ -69,7 +72,8 @@ class SparseKD(KDMethod):
         cls_t, box_t = vt["cls_flat"].detach(), vt["boxes"].detach()
         rows, added = [], 0
         for b in range(gt.shape[0]):
-            extra = teacher_label_boxes(cls_t[b], box_t[b], gt[b], self.label_thresh, self.nms_thresh, self.dedup_iou)
+            extra = teacher_label_boxes(cls_t[b], box_t[b], gt[b], self.label_thresh, self.nms_thresh, self.dedup_iou,
+                                        pre_max=self.pre_max)
             rows.append(torch.cat([valid_gt(gt[b]).float(), extra.to(gt.device)], dim=0))
             added += int(extra.shape[0])
         m = max(max(r.shape[0] for r in rows), 1)

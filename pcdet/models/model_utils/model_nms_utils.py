@@ -6,12 +6,14 @@ from pcdet.ops.iou3d_nms import nms
 
 def _nms(boxes, scores, nms_config):
     """Rotated BEV NMS on the boxes' device (numba on the CPU, torch on CUDA); returns indices into
-    ``boxes`` sorted by descending score."""
+    ``boxes`` sorted by descending score. The greedy scan stops at NMS_POST_MAXSIZE kept boxes: the
+    same boxes as a full scan cut to that many (greedy NMS keeps boxes in score order)."""
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.argsort(scores, descending=True)[: nms_config.NMS_PRE_MAXSIZE]
-    keep = nms(boxes[order].detach(), scores[order].detach(), nms_config.NMS_THRESH)
-    keep = torch.as_tensor(keep, dtype=torch.long)[: nms_config.NMS_POST_MAXSIZE]
+    keep = nms(boxes[order].detach(), scores[order].detach(), nms_config.NMS_THRESH,
+               post_max_size=nms_config.NMS_POST_MAXSIZE)
+    keep = torch.as_tensor(keep, dtype=torch.long)
     return order[keep.to(boxes.device)]
 
 
