@@ -187,6 +187,16 @@ def test_kd_method_tables_wait_for_their_baselines_and_app_t1_rows_are_registere
     assert all("detector:CenterPoint" in why for why in status.values())
 
 
+def test_csv_cells_record_sources_inside_the_repository_relative_to_it():
+    """A cache written from another checkout stores its run directories by absolute path; the CSV cell
+    records those inside this repository relative to it, and keeps the others as they are."""
+    from pcdet.utils.paths import REPO_ROOT
+
+    src = [str(REPO_ROOT / "output" / "cache" / "train" / "run-1"), "output/cache/train/run-2", "/elsewhere/run-3"]
+    c = cell("t", "r", "bev_map", measured=1.0, source=src)
+    assert c["source"] == ";".join([str(Path("output") / "cache" / "train" / "run-1"), src[1], src[2]])
+
+
 def test_committed_result_csvs_name_files_relative_to_the_repository():
     """Provenance cells of ``benchmark/results/*.csv`` name their runs and configs relative to the
     repository (``repo_relative``), never by this or another machine's absolute path."""
