@@ -12,18 +12,34 @@ from benchmark.experiments import ExperimentError, RealData
 from pcdet.datasets.kitti.kitti_dataset import KittiDataset
 from pcdet.utils.paths import REPO_ROOT
 
-TABLE = """
-ID: mini_pd
-TITLE: teacher and a distilled 4x student
-PAPER_SOURCE: test
-TASK: detection
-DATASET: kitti
-MEASURES: [complexity, accuracy]
-NEEDS: [detector:PointPillar, kd:PointDistiller]
-ROWS:
-    - {NAME: teacher, MODEL: pointpillar, TEACHER: true, PAPER: {bev_map: 68.3, gflops: 34.3}}
-    - {NAME: 4x PointDistiller, MODEL: pointpillar_4x, KD: pointdistiller, PAPER: {3d_map: 62.1}}
-"""
+#: test tables (detection, embedded KITTI layout): ID -> (TITLE, MEASURES, NEEDS, ROWS)
+TABLES = {
+    "mini_pd": ("teacher and a distilled 4x student", "[complexity, accuracy]",
+                "[detector:PointPillar, kd:PointDistiller]",
+                ["{NAME: teacher, MODEL: pointpillar, TEACHER: true, PAPER: {bev_map: 68.3, gflops: 34.3}}",
+                 "{NAME: 4x PointDistiller, MODEL: pointpillar_4x, KD: pointdistiller, PAPER: {3d_map: 62.1}}"]),
+    "smoke_teacher": ("the smoke preset's PointPillars teacher alone", "[accuracy]", "[detector:PointPillar]",
+                      ["{NAME: teacher, MODEL: pointpillar, TEACHER: true}"]),
+    "tiny_waiting": ("a row whose method does not exist", "[accuracy]", "[detector:PointPillar]",
+                     ["{NAME: unknown KD, MODEL: pointpillar_4x, KD: no_such_method, NEEDS: [kd:NoSuchMethod], "
+                      "PAPER: {bev_map: 1.0}}"]),
+    "tiny_paired": ("teacher, no KD and PointDistiller, seed-paired", "[accuracy]",
+                    "[detector:PointPillar, kd:PointDistiller]",
+                    ["{NAME: teacher, MODEL: pointpillar, TEACHER: true, METRICS: [bev_car_moderate]}",
+                     "{NAME: no KD, MODEL: pointpillar_4x, PAPER: {bev_map: 66.4}}",
+                     "{NAME: PointDistiller, MODEL: pointpillar_4x, KD: pointdistiller, PAPER: {bev_map: 69.2}}"]),
+}
+
+
+def _tables(folder, table_id):
+    """``{table_id: table}``: the test table written to ``folder`` as a table YAML file and loaded from it
+    as the registry loads ``benchmark/tables/``."""
+    title, measures, needs, rows = TABLES[table_id]
+    lines = [f"ID: {table_id}", f"TITLE: {title}", "PAPER_SOURCE: test", "TASK: detection", "DATASET: kitti",
+             f"MEASURES: {measures}", f"NEEDS: {needs}", "ROWS:"] + [f"    - {row}" for row in rows]
+    path = folder / f"{table_id}.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return {table_id: registry.load_table(path)}
 
 
 def _read(path):
@@ -31,26 +47,12 @@ def _read(path):
         return list(csv.DictReader(f))
 
 
-TEACHER_TABLE = """
-ID: smoke_teacher
-TITLE: the smoke preset's PointPillars teacher alone
-PAPER_SOURCE: test
-TASK: detection
-DATASET: kitti
-MEASURES: [accuracy]
-NEEDS: [detector:PointPillar]
-ROWS:
-    - {NAME: teacher, MODEL: pointpillar, TEACHER: true}
-"""
-
-
 @pytest.fixture(scope="module")
 def teacher_cache(tmp_path_factory):
     """A cache holding the smoke preset's embedded dataset and its 1-epoch PointPillars teacher, built
     once for this module (the teacher every detection table here distils from: same spec, same hash)."""
     root = tmp_path_factory.mktemp("teacher_cache")
-    (root / "smoke_teacher.yaml").write_text(TEACHER_TABLE)
-    tables = {"smoke_teacher": registry.load_table(root / "smoke_teacher.yaml")}
+    tables = _tables(root, "smoke_teacher")
     _, _, plan = harness.run_table("smoke_teacher", "smoke", 1, root / "out", "cpu", root / "cache", tables=tables)
     teacher = plan.row_exps["teacher"]["accuracy"][0]
     assert teacher.label == "teacher_pointpillar" and teacher.cached()
@@ -64,8 +66,7 @@ def _seeded(teacher_cache, path):
 
 
 def test_smoke_run_fills_every_cell_caches_and_resumes(tmp_path, monkeypatch, teacher_cache):
-    (tmp_path / "mini_pd.yaml").write_text(TABLE)
-    tables = {"mini_pd": registry.load_table(tmp_path / "mini_pd.yaml")}
+    tables = _tables(tmp_path, "mini_pd")
     cache, out = _seeded(teacher_cache, tmp_path / "cache"), tmp_path / "out"
     path, lines, plan = harness.run_table("mini_pd", "smoke", 1, out, "cpu", cache, tables=tables)
     rows = _read(path)
@@ -139,40 +140,11 @@ def test_paper_preset_refuses_to_start_without_the_dataset(tmp_path, monkeypatch
         harness.run_table("pd_t5", "paper", 1, tmp_path / "out", "cpu", tmp_path / "cache")
 
 
-WAITING_TABLE = """
-ID: tiny_waiting
-TITLE: a row whose method does not exist
-PAPER_SOURCE: test
-TASK: detection
-DATASET: kitti
-MEASURES: [accuracy]
-NEEDS: [detector:PointPillar]
-ROWS:
-    - {NAME: unknown KD, MODEL: pointpillar_4x, KD: no_such_method, NEEDS: [kd:NoSuchMethod], PAPER: {bev_map: 1.0}}
-"""
-
-
 def test_unrunnable_table_says_what_it_waits_for(tmp_path):
-    (tmp_path / "tiny_waiting.yaml").write_text(WAITING_TABLE)
-    tables = {"tiny_waiting": registry.load_table(tmp_path / "tiny_waiting.yaml")}
+    tables = _tables(tmp_path, "tiny_waiting")
     with pytest.raises(SystemExit, match=r"tiny_waiting is not runnable yet; it waits for: .*kd:NoSuchMethod"):
         harness.run_table("tiny_waiting", "mini", 1, tmp_path / "out", "cpu", tmp_path / "cache", tables=tables)
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
-
-
-PAIRED_TABLE = """
-ID: tiny_paired
-TITLE: teacher, no KD and PointDistiller, seed-paired
-PAPER_SOURCE: test
-TASK: detection
-DATASET: kitti
-MEASURES: [accuracy]
-NEEDS: [detector:PointPillar, kd:PointDistiller]
-ROWS:
-    - {NAME: teacher, MODEL: pointpillar, TEACHER: true, METRICS: [bev_car_moderate]}
-    - {NAME: no KD, MODEL: pointpillar_4x, PAPER: {bev_map: 66.4}}
-    - {NAME: PointDistiller, MODEL: pointpillar_4x, KD: pointdistiller, PAPER: {bev_map: 69.2}}
-"""
 
 
 def test_paired_design_scores_last_epochs_gates_the_teacher_and_keeps_per_seed_values(tmp_path, monkeypatch,
@@ -180,8 +152,7 @@ def test_paired_design_scores_last_epochs_gates_the_teacher_and_keeps_per_seed_v
     """The paired preset's machinery at toy size: students seed by seed, the teacher gate checked before
     the KD students, scores = mean of the last 2 evaluations, per-seed values in the CSV, KD diagnostics.
     The teacher comes from the module's cache (the teacher of smoke with TEACHER_EPOCHS 1: same hash)."""
-    (tmp_path / "tiny_paired.yaml").write_text(PAIRED_TABLE)
-    tables = {"tiny_paired": registry.load_table(tmp_path / "tiny_paired.yaml")}
+    tables = _tables(tmp_path, "tiny_paired")
     presets = registry.load_presets()
     presets["tiny_paired"] = dict(presets["smoke"], EPOCHS=2, TEACHER_EPOCHS=1, SEEDS=2, JOBS=1, EVAL_LAST=2,
                                   GATE={"MIN_GAP": 5.0}, KD_DIAGNOSTICS=1, ORDER="seed")
@@ -247,8 +218,7 @@ def test_segmentation_table_runs_teacher_student_and_pvd_and_keeps_paper_referen
 def test_dry_run_says_what_would_run_resume_or_come_from_the_cache(tmp_path, monkeypatch, capsys):
     """``--dry_run`` trains nothing and writes no CSV; each experiment's state follows its cache folder:
     a result file (cached), checkpoints without one (resumes after the newest), neither (to run)."""
-    (tmp_path / "tiny_paired.yaml").write_text(PAIRED_TABLE)
-    tables = {"tiny_paired": registry.load_table(tmp_path / "tiny_paired.yaml")}
+    tables = _tables(tmp_path, "tiny_paired")
     presets = registry.load_presets()
     presets["tiny_dry"] = dict(presets["smoke"], EPOCHS=3, TEACHER_EPOCHS=1, SEEDS=2, JOBS=1)
     monkeypatch.setattr(registry, "load_presets", lambda *a, **k: presets)
