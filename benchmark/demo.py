@@ -75,7 +75,10 @@ def _train(cfg, out, data_dir, tag, epochs, seed, workers, logs, extra=(), live=
 
 
 def _final_ckpt(run, epochs):
-    return run["run_dir"] / "ckpt" / f"checkpoint_epoch_{epochs}.pth"
+    """The checkpoint a demo training wrote after its last epoch."""
+    from pcdet.train_utils.train_utils import checkpoint_path
+
+    return checkpoint_path(run["run_dir"] / "ckpt", epochs)
 
 
 def _metrics(run_dir, epochs):

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 
-from benchmark.demo import _generate, _log, _train
+from benchmark.demo import _final_ckpt, _generate, _log, _train
 from pcdet.utils.paths import REPO_ROOT, realdata_dir
 
 TEACHER_CFG = REPO_ROOT / "tools" / "cfgs" / "synthetic_seg_models" / "cylinder3d.yaml"
@@ -120,7 +120,7 @@ def main(argv=None):
     _log(f"latency: {args.latency_runs} round-robin runs per model on val frame {frame.parent.parent.name}/"
          f"{frame.name}, CPU, deploy mode, the trained weights")
     lat_rows = latency.measure([TEACHER_CFG, STUDENT_CFG], frame, device="cpu", runs=args.latency_runs, warmup=2,
-                               ckpts=[_ckpt(runs[name], args.epochs) for name, _ in MODELS])
+                               ckpts=[_final_ckpt(runs[name], args.epochs) for name, _ in MODELS])
     lat = {r["model"]: r for r in lat_rows if r["stage"] == "end_to_end"}
     rows = []
     for name, cfg_file in MODELS:
@@ -152,10 +152,10 @@ def main(argv=None):
         f"{c} {t[f'iou/{c}']:.1f}/{s[f'iou/{c}']:.1f}" for c in label_map.CLASS_NAMES))
     fields = list(rows[0])
     csv_path = write_rows(out / "demo_segmentation_results.csv", rows, fields)
-    points, gt, _, frame_id = _predict_frame(TEACHER_CFG, _ckpt(runs["teacher"], args.epochs), data_dir)
+    points, gt, _, frame_id = _predict_frame(TEACHER_CFG, _final_ckpt(runs["teacher"], args.epochs), data_dir)
     panels = {f"ground truth ({frame_id})": gt}
     for name, cfg_file in MODELS:
-        _, _, pred, _ = _predict_frame(cfg_file, _ckpt(runs[name], args.epochs), data_dir)
+        _, _, pred, _ = _predict_frame(cfg_file, _final_ckpt(runs[name], args.epochs), data_dir)
         panels[f"{name}: mIoU {runs[name]['metrics']['miou']:.1f} on val"] = pred
     from pcdet.utils.bev_plot import plot_semantic_bev
 
@@ -163,10 +163,6 @@ def main(argv=None):
                             title=f"EMBEDDED SYNTHETIC dataset (SemanticKITTI layout), {args.epochs} epochs per model")
     _log(f"wrote {csv_path} and {png}; total {time.perf_counter() - t_start:.0f} s")
     return rows
-
-
-def _ckpt(run, epochs):
-    return run["run_dir"] / "ckpt" / f"checkpoint_epoch_{epochs}.pth"
 
 
 if __name__ == "__main__":

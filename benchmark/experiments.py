@@ -206,8 +206,9 @@ class Train(Experiment):
         return output_dir_for(self.cfg_file, f"seed{self.seed}", self.dir)
 
     def final_ckpt(self):
-        ckpts = sorted((self.run_dir / "ckpt").glob("checkpoint_epoch_*.pth"),
-                       key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+        from pcdet.train_utils.train_utils import epoch_checkpoints
+
+        ckpts = epoch_checkpoints(self.run_dir / "ckpt")
         if not ckpts:
             raise ExperimentError(f"{self}: no checkpoint in {self.run_dir / 'ckpt'}")
         return ckpts[-1]

@@ -512,14 +512,14 @@ def experiment_status(e):
     """What running ``e`` would do now, as ``(state, epochs_done)``: ``cached``; for a training with
     checkpoints but no result, ``resumes after epoch N of E`` (E: the plan's epochs, ``?`` where the
     config decides them, as under the paper preset); else ``to run``. ``epochs_done``: N (0 unless resuming)."""
-    from pcdet.train_utils.train_utils import latest_checkpoint
+    from pcdet.train_utils.train_utils import checkpoint_epoch, latest_checkpoint
 
     if e.cached():
         return "cached", 0
     if isinstance(e, Train):
         newest = latest_checkpoint(e.run_dir / "ckpt")
         if newest is not None:
-            done = int(Path(newest).stem.rsplit("_", 1)[1])
+            done = checkpoint_epoch(newest)
             return f"resumes after epoch {done} of {e.epochs if e.epochs is not None else '?'}", done
     return "to run", 0
 

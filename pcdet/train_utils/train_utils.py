@@ -88,11 +88,25 @@ def load_checkpoint_for_resume(path, model, optimizer, scheduler, logger=None):
     return int(ckpt["epoch"]) + 1, int(ckpt["it"])
 
 
+def checkpoint_path(ckpt_dir, epoch):
+    """Where the training checkpoint written after ``epoch`` epochs lives: ``ckpt_dir/checkpoint_epoch_N.pth``."""
+    return Path(ckpt_dir) / f"checkpoint_epoch_{int(epoch)}.pth"
+
+
+def checkpoint_epoch(path):
+    """N of a ``checkpoint_epoch_N.pth`` (the epochs trained when it was written)."""
+    return int(Path(path).stem.rsplit("_", 1)[-1])
+
+
+def epoch_checkpoints(ckpt_dir):
+    """The training checkpoints in ``ckpt_dir``, oldest epoch first (empty when there are none)."""
+    return sorted(Path(ckpt_dir).glob("checkpoint_epoch_*.pth"), key=checkpoint_epoch)
+
+
 def latest_checkpoint(ckpt_dir):
-    files = glob.glob(str(Path(ckpt_dir) / "checkpoint_epoch_*.pth"))
-    if not files:
-        return None
-    return max(files, key=lambda f: int(Path(f).stem.rsplit("_", 1)[-1]))
+    """Path (as a string) of the newest epoch's checkpoint in ``ckpt_dir``, or None."""
+    ckpts = epoch_checkpoints(ckpt_dir)
+    return str(ckpts[-1]) if ckpts else None
 
 
 def train_one_epoch(model, optimizer, loader, scheduler, accumulated_iter, grad_norm_clip, device, epoch,
@@ -212,7 +226,7 @@ def train_model(model, optimizer, train_loader, scheduler, start_epoch, total_ep
             existing = sorted(glob.glob(str(Path(ckpt_dir) / "checkpoint_epoch_*.pth")), key=os.path.getmtime)
             for old in existing[: max(0, len(existing) - max_ckpt_save_num + 1)]:
                 os.remove(old)
-            last_ckpt = str(Path(ckpt_dir) / f"checkpoint_epoch_{trained}.pth")
+            last_ckpt = str(checkpoint_path(ckpt_dir, trained))
             save_checkpoint_atomic(checkpoint_state(model, optimizer, scheduler, epoch, accumulated_iter), last_ckpt)
             export = getattr(unwrap(model), "export_state_dict", None)
             if export is not None:  # e.g. a KD wrapper: the student alone, loadable with the student config

@@ -80,8 +80,9 @@ def _train(cfg, data, out, epochs, precision, extra=()):
     from pcdet.train_utils.experiment import output_dir_for
 
     run = output_dir_for(cfg, "default", out)
-    ckpts = sorted((run / "ckpt").glob("checkpoint_epoch_*.pth"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-    return run, ckpts[-1]
+    from pcdet.train_utils.train_utils import epoch_checkpoints
+
+    return run, epoch_checkpoints(run / "ckpt")[-1]
 
 
 def fingerprint(steps, data_path, work, precision):
