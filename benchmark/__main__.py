@@ -1,15 +1,21 @@
-"""``python -m benchmark list | run | report``: the papers' tables as cached experiments.
+"""``python -m benchmark list | run | report | records``: the papers' tables as cached experiments.
 
     python -m benchmark list [--preset mini]
     python -m benchmark run --table ID [--preset smoke|mini|paired|paper] [--seeds N] [--rows REGEX] [--out DIR]
                             [--device cpu|cuda] [--cache DIR] [--jobs N] [--launcher local|slurm] [--slurm_partition P]
                             [--slurm_timeout_min M] [--slurm_cpus_per_training N] [--gpus_per_training N]
+                            [--records DIR] [--dry_run]
     python -m benchmark report [--out DIR]
+    python -m benchmark records --cache DIR --records DIR
 
 ``list`` shows every table of ``benchmark/tables/``, whether it runs now under the preset and, if
 not, what it waits for. ``run`` writes ``DIR/ID.csv`` (default ``output/benchmark/<preset>/``);
 experiments are cached under ``--cache`` (default ``output/benchmark/cache``), shared by every
 table and preset. ``report`` turns the CSVs of DIR into ``report.md`` and PNG plots.
+``--records DIR`` keeps a small JSON record of every finished training in DIR (the project's:
+``benchmark/results/records``, kept in git) and takes recorded trainings from there, so that a run
+longer than one machine's cache resumes on another (:mod:`benchmark.records`); ``records`` copies the
+finished trainings of an existing cache into such a folder.
 ``--launcher slurm`` submits one cluster job per experiment through submitit (teachers before their
 students; the cache must be on storage the nodes share; :mod:`benchmark.launchers`).
 """
@@ -50,7 +56,15 @@ def cmd_run(args):
              "cpus_per_training": args.slurm_cpus_per_training}
     run_table(args.table, args.preset, args.seeds, args.out, args.device, args.cache, jobs=args.jobs,
               launcher=args.launcher, gpus_per_training=args.gpus_per_training, slurm=slurm, rows=args.rows,
-              dry_run=args.dry_run)
+              dry_run=args.dry_run, records=args.records)
+    return 0
+
+
+def cmd_records(args):
+    from benchmark.records import export_cache
+
+    n = export_cache(args.cache, args.records)
+    print(f"{n} new record(s) in {args.records}")
     return 0
 
 
@@ -92,10 +106,16 @@ def main(argv=None):
                     help="print each experiment's state (cached, resumes after epoch N, to run) and stop")
     pr.add_argument("--gpus_per_training", type=int, default=1,
                     help="GPUs of each CUDA training; > 1 runs it data-parallel with torchrun inside its job")
+    pr.add_argument("--records", default=None, metavar="DIR",
+                    help="run records (benchmark/results/records): recorded trainings are not trained again, "
+                         "finished ones are recorded")
+    pc = sub.add_parser("records", help="record the finished trainings of an experiment cache")
+    pc.add_argument("--cache", default=str(REPO_ROOT / "output" / "benchmark" / "cache"))
+    pc.add_argument("--records", required=True, metavar="DIR")
     rp = sub.add_parser("report", help="Markdown summary and plots of the CSVs in a folder")
     rp.add_argument("--out", default=str(REPO_ROOT / "output" / "benchmark" / "mini"))
     args = p.parse_args(argv)
-    return {"list": cmd_list, "run": cmd_run, "report": cmd_report}[args.cmd](args)
+    return {"list": cmd_list, "run": cmd_run, "report": cmd_report, "records": cmd_records}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -60,29 +60,53 @@ def mean_std(values):
     return mean, std
 
 
+def _headline(result, n=4):
+    """A few of a result's final metrics, for a log line."""
+    metrics = result.get("metrics") or {}
+    nums = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float))][:n]
+    return ", ".join(f"{k} {v:.2f}" for k, v in nums) or "-"
+
+
 def spec_hash(spec):
     return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 class Experiment(abc.ABC):
-    """One cached unit of work: ``run()`` returns its result dict (from the cache when finished)."""
+    """One cached unit of work: ``run()`` returns its result dict (from the cache when finished).
+
+    ``records``: a :class:`benchmark.records.RunRecords` (None: none): a recorded experiment counts as
+    finished and its result comes from the record, unless ``rerun_locally`` is set (a recorded teacher
+    whose checkpoint a student needs); a finished experiment is recorded."""
 
     kind = "experiment"
 
-    def __init__(self, cache_root, label, spec):
+    def __init__(self, cache_root, label, spec, records=None):
         self.label = label
         self.spec = dict(spec, kind=self.kind)
         self.hash = spec_hash(self.spec)
         self.dir = Path(cache_root) / self.kind / f"{label}-{self.hash}"
+        self.records = records
+        self.rerun_locally = False
 
     @property
     def result_file(self):
         return self.dir / "result.json"
 
-    def cached(self):
+    def local(self):
+        """Finished in this machine's cache (its files are here)."""
         return self.result_file.is_file()
 
+    def recorded(self):
+        return self.records is not None and self.records.has(self)
+
+    def cached(self):
+        return self.local() or (self.recorded() and not self.rerun_locally)
+
     def result(self):
+        """The record's result where there is one (the first training of this spec stays the reported
+        one), else the local cache's."""
+        if self.recorded():
+            return self.records.result(self)
         return json.loads(self.result_file.read_text())
 
     def run(self, log=print):
@@ -97,7 +121,16 @@ class Experiment(abc.ABC):
         tmp = self.result_file.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(result, indent=1, default=str) + "\n")
         os.replace(tmp, self.result_file)
+        if self.records is not None:
+            self._record(result, log)
         return result
+
+    def _record(self, result, log):
+        if self.records.save(self, result):
+            log(f"recorded {self} -> {_rel(self.records.path(self))}")
+        elif self.records.has(self):
+            log(f"{self} trained again here (its record keeps the first training): metrics "
+                f"{_headline(result)} here, {_headline(self.records.result(self))} recorded")
 
     @abc.abstractmethod
     def execute(self, log):
@@ -180,7 +213,7 @@ class Train(Experiment):
     kind = "train"
 
     def __init__(self, cache_root, label, cfg_file, seed, epochs, data, device, teacher=None, extra_args=(),
-                 threads=None, exclusive=False, gpus=1):
+                 threads=None, exclusive=False, gpus=1, records=None):
         """``threads``: CPU threads of the child process (torch's ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``
         and numba's ``NUMBA_NUM_THREADS``, which the KD graph kernels use; None: the libraries' defaults).
         It is part of the spec: the thread count changes the order of float sums, so a run with another
@@ -188,14 +221,15 @@ class Train(Experiment):
         assign_threads`), never from what happens to be running. ``exclusive``: the scheduler runs this
         training alone (a teacher that students wait for; a training whose epoch time is measured).
         ``gpus`` > 1 (CUDA): the training runs data-parallel through ``torchrun --nproc_per_node gpus``
-        (in the spec then: the batch is split across processes)."""
+        (in the spec then: the batch is split across processes). ``records``: see :class:`Experiment`; the
+        result holds ``weights_sha1`` of the final checkpoint and, distilling, ``teacher_weights_sha1``."""
         spec = {"cfg_file": _rel(cfg_file), "config": resolved_config(cfg_file), "seed": seed, "epochs": epochs,
                 "data": data.spec, "device": device, "teacher": teacher.hash if teacher else None,
                 "extra_args": list(extra_args), "threads": threads}
         self.gpus = int(gpus) if device == "cuda" else 1
         if self.gpus > 1:
             spec["gpus"] = self.gpus
-        super().__init__(cache_root, label, spec)
+        super().__init__(cache_root, label, spec, records=records)
         self.cfg_file, self.seed, self.epochs, self.data, self.device = Path(cfg_file), seed, epochs, data, device
         self.teacher, self.extra_args, self.threads, self.exclusive = teacher, list(extra_args), threads, exclusive
 
@@ -238,7 +272,14 @@ class Train(Experiment):
             run_training(cmd, logfile, env=env, tail_lines=15)
         except TrainingFailed as err:
             raise ExperimentError(f"{self}: {err}") from None
+        from benchmark.records import weights_sha1
+        from pcdet.train_utils.train_utils import epoch_checkpoints
+
         result = {"run_dir": _rel(self.run_dir), "cfg_file": _rel(self.cfg_file), "seed": self.seed}
+        for key, exp in (("weights_sha1", self), ("teacher_weights_sha1", self.teacher)):
+            ckpts = epoch_checkpoints(exp.run_dir / "ckpt") if exp is not None else []
+            if ckpts:
+                result[key] = weights_sha1(ckpts[-1])
         if "--no_eval" not in self.extra_args:
             found = final_metrics_file(self.run_dir)
             if found is None:

@@ -34,6 +34,7 @@ from benchmark import registry
 from benchmark.experiments import (
     Complexity, ExperimentError, KDOverhead, Latency, RealData, SyntheticData, Train, _rel, mean_std,
 )
+from benchmark.records import RunRecords, record_finished, teacher_trainings
 from benchmark.results_csv import cell, write_table_csv
 from pcdet.utils.paths import REPO_ROOT
 
@@ -69,8 +70,9 @@ class TablePlan:
     """The experiments of one table under one preset, and which rows they serve."""
 
     def __init__(self, table, preset_name, preset, seeds, device, cache_root, jobs=1, cores=None, seeds_given=False,
-                 gpus_per_training=1, threads_per_training=None, row_pattern=None):
+                 gpus_per_training=1, threads_per_training=None, row_pattern=None, records=None):
         self.table, self.preset_name, self.preset = table, preset_name, preset
+        self.records = records  # benchmark.records.RunRecords of the trainings (None: the cache alone)
         self.seeds, self.device, self.cache_root = list(seeds), device, Path(cache_root)
         self.seeds_given = bool(seeds_given)  # --seeds on the command line: every row trains those
         self.jobs, self.cores = max(1, int(jobs)), int(cores or os.cpu_count() or 1)
@@ -150,7 +152,8 @@ class TablePlan:
         cfg = registry.teacher_config(self.table, self.preset, row)
         if cfg not in self.teachers:
             self.teachers[cfg] = Train(self.cache_root, f"teacher_{cfg.stem}", cfg, 0, self.preset["TEACHER_EPOCHS"],
-                                       self.data, self.device, **self.training_threads(exclusive=True))
+                                       self.data, self.device, records=self.records,
+                                       **self.training_threads(exclusive=True))
         return self.teachers[cfg]
 
     def training_threads(self, exclusive):
@@ -181,7 +184,8 @@ class TablePlan:
                         extra += ["--kd_diagnostics", str(p["KD_DIAGNOSTICS"])]
                     exps["accuracy"] = [Train(self.cache_root, cfg.stem, cfg, s, p["EPOCHS"], self.data, self.device,
                                               teacher=teacher if kd_cfg else None, extra_args=extra,
-                                              **self.training_threads(exclusive=False)) for s in self.row_seeds(r)]
+                                              records=self.records, **self.training_threads(exclusive=False))
+                                        for s in self.row_seeds(r)]
             if "complexity" in t["MEASURES"]:
                 exps["complexity"] = Complexity(self.cache_root, model_cfg.stem, model_cfg, frame)
             if "training_cost" in t["MEASURES"]:
@@ -286,6 +290,19 @@ class PoolRunner:
         self.pool.shutdown(wait=True)
 
 
+def require_teacher_checkpoints(trainings):
+    """A training still to run needs its teacher's checkpoint: a teacher known only from its run record
+    (:mod:`benchmark.records`: no weights) is trained again here (``rerun_locally``). Returns those teachers."""
+    again = []
+    for e in trainings:
+        t = e.teacher
+        if t is not None and not e.cached() and not t.local() and not t.rerun_locally:
+            t.rerun_locally = True
+            again.append(t)
+            _log(f"{e} needs the checkpoint of {t}, known here from its record only: the teacher trains again")
+    return again
+
+
 def schedule_trainings(trainings, jobs, start, done, runner=None):
     """Run ``Train`` experiments: first the ``exclusive`` ones, one at a time and alone (teachers come
     first in plan order), then the others, at most ``jobs`` at once, each after the teacher it distils
@@ -295,8 +312,11 @@ def schedule_trainings(trainings, jobs, start, done, runner=None):
     ``start(e)`` is called before a training is submitted, ``done(e)`` after it finished. ``runner``
     (default :class:`PoolRunner`) has ``submit(e) -> future`` and ``wait(futures) -> finished
     futures``. Failed trainings raise their :class:`ExperimentError` once the running ones have
-    finished; the rest are not started. Returns when every training has run.
+    finished; the rest are not started. Returns when every training has run. A teacher known only from
+    its run record whose students still train is trained again first (:func:`require_teacher_checkpoints`).
     """
+    trainings = list(trainings)
+    trainings += [t for t in require_teacher_checkpoints(trainings) if t not in trainings]
     ran = {e.dir for e in trainings if e.cached()}
     for e in trainings:
         if e.dir in ran:
@@ -473,7 +493,10 @@ def table_cells(plan):
                     and exps.get("accuracy"):
                 results = [e.result() for e in exps["accuracy"]]
                 values = [plan.score(res, metric) for res in results]
-                source = [res["run_dir"] for res in results]
+                source = [res.get("record") or res["run_dir"] for res in results]
+                n_teachers = teacher_trainings(results)
+                if n_teachers > 1:  # a teacher trained again (records across machines): the CSV says so
+                    source.append(f"distilled from {n_teachers} trainings of the same teacher spec")
                 how = dict(_how_trained(results), values=values, seeds=[e.seed for e in exps["accuracy"]])
             elif exps and metric in COMPLEXITY_KEYS and exps.get("complexity"):
                 res = exps["complexity"].result()
@@ -514,8 +537,10 @@ def experiment_status(e):
     config decides them, as under the paper preset); else ``to run``. ``epochs_done``: N (0 unless resuming)."""
     from pcdet.train_utils.train_utils import checkpoint_epoch, latest_checkpoint
 
-    if e.cached():
+    if e.local():
         return "cached", 0
+    if e.cached():
+        return "recorded", 0
     if isinstance(e, Train):
         newest = latest_checkpoint(e.run_dir / "ckpt")
         if newest is not None:
@@ -528,10 +553,11 @@ def plan_status_lines(plan):
     """One line per experiment of ``plan`` (kind, label, seed, :func:`experiment_status`, cache folder)
     and a summary: what ``--dry_run`` prints. Epochs left count only trainings whose epochs the plan fixes."""
     exps = plan.experiments()
-    lines, left, todo, unknown = [], 0, 0, 0
+    lines, left, todo, unknown, recorded = [], 0, 0, 0, 0
     for e in exps:
         state, done = experiment_status(e)
-        if state != "cached":
+        recorded += state == "recorded"
+        if state not in ("cached", "recorded"):
             todo += 1
             if isinstance(e, Train):
                 if e.epochs is None:
@@ -540,7 +566,8 @@ def plan_status_lines(plan):
                     left += int(e.epochs) - done
         seed = f"seed {e.seed}" if isinstance(e, Train) else ""
         lines.append(f"{e.kind:11s} {e.label:48s} {seed:8s} {state:28s} {_rel(e.dir)}")
-    summary = (f"{plan.table['ID']} ({plan.preset_name}): {len(exps)} experiments, {len(exps) - todo} cached, "
+    summary = (f"{plan.table['ID']} ({plan.preset_name}): {len(exps)} experiments, {len(exps) - todo} cached"
+               f"{f' ({recorded} of them from run records)' if recorded else ''}, "
                f"{todo} to run or resume; {left} training epochs left")
     if unknown:
         summary += f" (+ {unknown} training(s) whose epochs their configs set)"
@@ -549,7 +576,7 @@ def plan_status_lines(plan):
 
 
 def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu", cache_root=None, tables=None,
-              jobs=None, launcher="local", gpus_per_training=1, slurm=None, rows=None, dry_run=False):
+              jobs=None, launcher="local", gpus_per_training=1, slurm=None, rows=None, dry_run=False, records=None):
     """Plan, run (cached) and write ``<out>/<table_id>.csv``; returns (csv path, lines, plan).
 
     ``jobs``: trainings at once (default: the preset's ``JOBS``, else 1). ``launcher``: ``local`` or
@@ -560,7 +587,9 @@ def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu",
     expression on row names; only the matching rows run (the others are filled from the cache where
     everything they need is cached, else left empty: :meth:`TablePlan._select_rows`). ``dry_run``: print
     :func:`plan_status_lines` and return ``(None, lines, plan)`` without running or writing a CSV (the
-    embedded data is generated first when missing, since the plan names its frames)."""
+    embedded data is generated first when missing, since the plan names its frames). ``records``: a
+    folder of run records (:mod:`benchmark.records`): recorded trainings are not trained again, finished
+    ones are recorded there."""
     tables = tables or registry.load_tables()
     if table_id not in tables:
         raise SystemExit(f"unknown table {table_id!r}; known: {', '.join(tables)}")
@@ -582,7 +611,7 @@ def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu",
         raise SystemExit("--slurm_cpus_per_training must be >= 1")
     plan = TablePlan(tables[table_id], preset_name, preset, range(n), device, cache_root or DEFAULT_CACHE, jobs=jobs,
                      seeds_given=seeds is not None, gpus_per_training=gpus_per_training, threads_per_training=cpus,
-                     row_pattern=rows)
+                     row_pattern=rows, records=RunRecords(records) if records else None)
     if not plan.runnable:
         waits = sorted({m for ms in plan.status.values() for m in ms})
         raise SystemExit(f"{table_id} is not runnable yet; it waits for: {', '.join(waits)}")
@@ -608,6 +637,8 @@ def run_table(table_id, preset_name="smoke", seeds=None, out=None, device="cpu",
             return None, lines, plan
         from benchmark.launchers import make_runner
 
+        if plan.records is not None:  # finished here before --records: recorded now
+            record_finished(plan.experiments(), log=_log)
         run_plan(plan, runner=make_runner(launcher, jobs, plan.cache_root, device,
                                           gpus_per_training=gpus_per_training, **slurm))
     except ExperimentError as err:

@@ -242,3 +242,40 @@ def test_dry_run_says_what_would_run_resume_or_come_from_the_cache(tmp_path, mon
     assert harness.experiment_status(student) == ("resumes after epoch 2 of 3", 2)
     assert lines[-1].endswith(f"{len(exps) - 1} to run or resume; {4 * 3 - 2} training epochs left")
     assert "resumes after epoch 2 of 3" in capsys.readouterr().out
+
+
+def test_run_records_carry_a_table_to_a_fresh_cache(tmp_path, monkeypatch, teacher_cache):
+    """``records``: the first run records its trainings (the teacher cached before ``--records`` too);
+    a run on an empty cache (another machine) with the same records trains nothing and writes the same
+    measured values, the CSV naming the records; a student without a record makes the record-only
+    teacher train again first, and the student's record names the weights it distilled from."""
+    tables = _tables(tmp_path, "tiny_paired")
+    store, out = tmp_path / "records", tmp_path / "out"
+    path, _, plan = harness.run_table("tiny_paired", "smoke", 1, out, "cpu", _seeded(teacher_cache, tmp_path / "a"),
+                                      tables=tables, records=store)
+    rows = _read(path)
+    files = sorted(p.name for p in (store / "train").glob("*.json"))
+    assert len(files) == 3 and any(f.startswith("teacher_pointpillar-") for f in files)
+    teacher = plan.row_exps["teacher"]["accuracy"][0]
+    student = plan.row_exps["PointDistiller"]["accuracy"][0]
+    saved = json.loads((store / "train" / f"{student.label}-{student.hash}.json").read_text())["result"]
+    assert saved["teacher_weights_sha1"] == json.loads(
+        (store / "train" / f"{teacher.label}-{teacher.hash}.json").read_text())["result"]["weights_sha1"]
+
+    def no_training(*a, **k):
+        raise AssertionError(f"a recorded training was run again: {a}")
+
+    monkeypatch.setattr(subprocess, "run", no_training)
+    path2, _, plan2 = harness.run_table("tiny_paired", "smoke", 1, out, "cpu", tmp_path / "b", tables=tables,
+                                        records=store)
+    monkeypatch.undo()
+    rows2 = _read(path2)
+    assert [r["measured"] for r in rows2] == [r["measured"] for r in rows]
+    assert all(r["source"].startswith(str(store / "train")) for r in rows2 if r["measured"])
+    assert not list((tmp_path / "b").glob("train/*/result.json"))  # nothing trained there
+
+    (store / "train" / f"{student.label}-{student.hash}.json").unlink()
+    harness.run_table("tiny_paired", "smoke", 1, out, "cpu", tmp_path / "c", tables=tables, records=store)
+    assert (tmp_path / "c" / "train" / f"{teacher.label}-{teacher.hash}" / "result.json").is_file()  # again
+    again = json.loads((store / "train" / f"{student.label}-{student.hash}.json").read_text())["result"]
+    assert again["teacher_weights_sha1"] and again["metrics"]

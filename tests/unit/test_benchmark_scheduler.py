@@ -16,12 +16,17 @@ from benchmark.experiments import ExperimentError
 
 
 class FakeTrain:
-    def __init__(self, name, teacher=None, fail=False, cached=False, exclusive=False, threads=None):
+    """``cached``: finished in this cache; ``recorded``: known from a run record only (no checkpoint here)."""
+
+    def __init__(self, name, teacher=None, fail=False, cached=False, exclusive=False, threads=None, recorded=False):
         self.label, self.dir, self.teacher, self.fail, self._cached = name, name, teacher, fail, cached
-        self.exclusive, self.threads = exclusive, threads
+        self.exclusive, self.threads, self._recorded, self.rerun_locally = exclusive, threads, recorded, False
+
+    def local(self):
+        return self._cached
 
     def cached(self):
-        return self._cached
+        return self._cached or (self._recorded and not self.rerun_locally)
 
 
 class ScriptedRunner:
@@ -106,6 +111,29 @@ def test_cached_teacher_releases_students_and_is_reported_done():
     runner = ScriptedRunner()
     done = _run([teacher, FakeTrain("kd", teacher)], 2, runner)
     assert done == ["teacher", "kd"] and runner.started() == ["kd"]
+
+
+def test_recorded_teacher_trains_again_first_when_a_student_still_needs_its_checkpoint():
+    teacher = FakeTrain("teacher", recorded=True, exclusive=True)
+    runner = ScriptedRunner()
+    done = _run([teacher, FakeTrain("kd0", teacher, recorded=True), FakeTrain("kd1", teacher)], 2, runner)
+    assert runner.started() == ["teacher", "kd1"] and runner.beside("teacher") == ("teacher",)
+    assert sorted(done) == ["kd0", "kd1", "teacher"] and teacher.rerun_locally
+
+
+def test_recorded_teacher_stays_recorded_when_every_student_is_recorded_or_cached():
+    teacher = FakeTrain("teacher", recorded=True, exclusive=True)
+    runner = ScriptedRunner()
+    done = _run([teacher, FakeTrain("kd0", teacher, recorded=True), FakeTrain("kd1", teacher, cached=True)], 2, runner)
+    assert runner.started() == [] and sorted(done) == ["kd0", "kd1", "teacher"] and not teacher.rerun_locally
+
+
+def test_recorded_teacher_outside_the_list_joins_it_when_its_students_train():
+    """The gate runs the teacher in a first pass; the students' pass still retrains a record-only teacher."""
+    teacher = FakeTrain("teacher", recorded=True, exclusive=True)
+    runner = ScriptedRunner()
+    done = _run([FakeTrain("kd0", teacher)], 2, runner)
+    assert runner.started() == ["teacher", "kd0"] and done == ["teacher", "kd0"]
 
 
 def test_failure_stops_new_starts_and_raises():

@@ -1,0 +1,211 @@
+"""Run records: the results of finished trainings, small enough to keep in git, so that a benchmark run
+longer than the life of one machine's experiment cache resumes where it stopped.
+
+The experiment cache (:mod:`benchmark.experiments`, ``output/benchmark/cache``) holds checkpoints, logs
+and results; it lives on one machine. A design such as ten seed-paired seeds of several arms takes more
+CPU hours than one machine keeps its disk. ``python -m benchmark run ... --records DIR`` (the project keeps
+its own under ``benchmark/results/records``) therefore also writes, for every training that finishes, a
+record ``DIR/<kind>/<label>-<hash>.json``: the experiment's hash (the same sha1 of its resolved spec as
+the cache folder's), its spec with the resolved config reduced to its sha1, the machine it trained on, when
+it finished, and its result (final and per-epoch metrics, precision, threads, epoch times). A later run
+with the same ``--records`` finds a training's record by its hash and takes the result from it instead of
+training again; anything that changes the spec (config, seed, epochs, data, teacher, threads) changes the
+hash, so a record never stands in for another experiment.
+
+A record holds no weights. A student that still has to train needs its teacher's checkpoint: when the
+teacher is recorded but not in the local cache, the harness trains the teacher again (same spec) before
+that student (:func:`benchmark.harness.schedule_trainings`). Retrained on another CPU its weights differ
+in rounding (the kernels differ), so every training that distils records ``teacher_weights_sha1`` (the
+sha1 of its teacher's weights) and the teacher's record keeps the figures of its *first* training; the
+harness logs the retrained teacher's figures beside the recorded ones, and :func:`teacher_trainings`
+counts how many distinct teacher trainings a row's students distilled from (the CSV's ``source`` says so
+when it is more than one).
+
+``python -m benchmark records --cache C --records DIR`` copies the finished trainings of an existing cache
+into records (for a run started without ``--records``).
+"""
+import datetime
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from pcdet.utils.paths import repo_relative
+
+RECORD_VERSION = 1
+#: experiment kinds that are recorded: trainings (what takes hours); complexity, latency and overhead
+#: measurements are taken again on the machine of the run
+RECORDED_KINDS = ("train",)
+
+
+def config_sha1(config):
+    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def record_spec(spec):
+    """The spec as a record keeps it: the resolved config replaced by ``config_sha1`` (the rest as is)."""
+    out = {k: v for k, v in spec.items() if k != "config"}
+    if "config" in spec:
+        out["config_sha1"] = config_sha1(spec["config"])
+    return out
+
+
+def weights_sha1(ckpt_path):
+    """sha1 of a checkpoint's model weights (tensor names, dtypes, shapes and bytes, in name order):
+    equal for equal weights whatever else the file holds (optimizer state, epoch)."""
+    import torch
+
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = state.get("model_state", state)
+    h = hashlib.sha1()
+    for name in sorted(state):
+        t = state[name]
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def machine_description():
+    """The CPU a training ran on: its model name, torch's capability and bf16 units."""
+    from pcdet.train_utils.precision import bf16_units, cpu_features
+
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    feats = cpu_features()
+    units = bf16_units(feats)
+    return {"cpu": name, "cores": os.cpu_count(), "capability": feats["capability"], "bf16_units": units}
+
+
+class RunRecords:
+    """The record folder: ``has`` / ``load`` / ``save`` by experiment (its kind, label and hash)."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    def path(self, exp):
+        return self.root / exp.kind / f"{exp.label}-{exp.hash}.json"
+
+    def has(self, exp):
+        return exp.kind in RECORDED_KINDS and self.path(exp).is_file()
+
+    def load(self, exp):
+        """The record of ``exp`` (a dict with ``result``), checked against its hash."""
+        path = self.path(exp)
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"run record {repo_relative(path)} cannot be read: {err}") from None
+        if rec.get("hash") != exp.hash or "result" not in rec:
+            raise ValueError(f"run record {repo_relative(path)} is not the record of {exp} "
+                             f"(hash {rec.get('hash')!r}); remove it or the folder's stale copy")
+        return rec
+
+    def result(self, exp):
+        """The recorded result, its ``record`` key naming the record file (the CSV's provenance)."""
+        rec = self.load(exp)
+        return dict(rec["result"], record=repo_relative(self.path(exp)))
+
+    def save(self, exp, result, spec=None, machine=None, finished=None):
+        """Write the record of a finished experiment unless one exists (the first training stays the
+        record; returns False then). Atomic."""
+        if exp.kind not in RECORDED_KINDS:
+            return False
+        path = self.path(exp)
+        if path.is_file():
+            return False
+        rec = {"record_version": RECORD_VERSION, "kind": exp.kind, "label": exp.label, "hash": exp.hash,
+               "spec": record_spec(spec if spec is not None else exp.spec),
+               "machine": machine if machine is not None else machine_description(),
+               "finished": finished or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+               "result": {k: v for k, v in result.items() if k != "record"}}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(rec, indent=1, sort_keys=True, default=str) + "\n")
+        os.replace(tmp, path)
+        return True
+
+
+def record_finished(exps, log=print):
+    """Record the experiments of a plan that finished in the local cache but have no record yet (trained
+    before ``--records`` was given, or by another run of the same cache); returns how many."""
+    written = 0
+    for e in exps:
+        store = getattr(e, "records", None)
+        if store is None or e.kind not in RECORDED_KINDS or not e.local() or store.has(e):
+            continue
+        result = json.loads(e.result_file.read_text())
+        _add_weight_hashes(e.dir.parent, _CachedExperiment(e.dir), result)
+        stamp = datetime.datetime.fromtimestamp(e.result_file.stat().st_mtime, datetime.timezone.utc)
+        if store.save(e, result, finished=stamp.strftime("%Y-%m-%dT%H:%M:%SZ")):
+            written += 1
+            log(f"recorded {e} -> {repo_relative(store.path(e))}")
+    return written
+
+
+class _CachedExperiment:
+    """A finished experiment read back from its cache folder (kind, label, hash, spec, result)."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.kind = self.folder.parent.name
+        self.label, _, self.hash = self.folder.name.rpartition("-")
+        self.spec = json.loads((self.folder / "spec.json").read_text())
+
+    def __repr__(self):
+        return f"{self.kind} {self.label} ({self.hash})"
+
+
+def export_cache(cache_root, records, log=print):
+    """Record every finished training of an experiment cache that has no record yet; returns how many.
+
+    The finish time is the result file's; the machine is this one (a cache lives on the machine that
+    filled it)."""
+    store = records if isinstance(records, RunRecords) else RunRecords(records)
+    machine, written = machine_description(), 0
+    for kind in RECORDED_KINDS:
+        for result_file in sorted(Path(cache_root, kind).glob("*/result.json")):
+            exp = _CachedExperiment(result_file.parent)
+            if store.has(exp):
+                continue
+            result = json.loads(result_file.read_text())
+            _add_weight_hashes(Path(cache_root, kind), exp, result)
+            stamp = datetime.datetime.fromtimestamp(result_file.stat().st_mtime, datetime.timezone.utc)
+            if store.save(exp, result, machine=machine, finished=stamp.strftime("%Y-%m-%dT%H:%M:%SZ")):
+                written += 1
+                log(f"recorded {exp} -> {repo_relative(store.path(exp))}")
+    return written
+
+
+def final_checkpoint(folder):
+    """The newest ``checkpoint_epoch_N.pth`` under an experiment folder, or None."""
+    from pcdet.train_utils.train_utils import checkpoint_epoch, epoch_checkpoints
+
+    found = [c for d in sorted(Path(folder).glob("**/ckpt")) for c in epoch_checkpoints(d)]
+    return max(found, key=checkpoint_epoch) if found else None
+
+
+def _add_weight_hashes(kind_dir, exp, result):
+    """``weights_sha1`` of a training and ``teacher_weights_sha1`` of its teacher, from the checkpoints in
+    the cache (a result written before they were recorded); left out where a checkpoint is missing."""
+    if "weights_sha1" not in result:
+        ckpt = final_checkpoint(exp.folder)
+        if ckpt is not None:
+            result["weights_sha1"] = weights_sha1(ckpt)
+    teacher = exp.spec.get("teacher")
+    if teacher and "teacher_weights_sha1" not in result:
+        folders = list(kind_dir.glob(f"*-{teacher}"))
+        ckpt = final_checkpoint(folders[0]) if folders else None
+        if ckpt is not None:
+            result["teacher_weights_sha1"] = weights_sha1(ckpt)
+
+
+def teacher_trainings(results):
+    """How many distinct teacher weights the results of a row's trainings distilled from (0: none recorded)."""
+    return len({r["teacher_weights_sha1"] for r in results if r.get("teacher_weights_sha1")})

@@ -1,0 +1,122 @@
+"""Run records (:mod:`benchmark.records`): a finished training recorded once, found again by its hash
+from another cache (another machine), never standing in for another spec, and the weight fingerprints
+that tell a retrained teacher apart. No training: ``Train.execute`` is replaced by a stub that writes
+a checkpoint and returns a result."""
+import json
+
+import pytest
+import torch
+
+from benchmark import records as rec
+from benchmark.experiments import Train
+from pcdet.utils.paths import REPO_ROOT
+
+CFG = REPO_ROOT / "tools" / "cfgs" / "synthetic_models" / "pointpillar_4x.yaml"
+
+
+class Data:
+    spec = {"kind": "data", "frames": 8}
+    root = "unused"
+
+
+def _train(cache, store, seed=0, teacher=None, epochs=2):
+    return Train(cache, "student", CFG, seed, epochs, Data(), "cpu", teacher=teacher, threads=1,
+                 records=rec.RunRecords(store) if store else None)
+
+
+@pytest.fixture
+def fake_execute(monkeypatch):
+    """Each execute writes a checkpoint of weights ``w`` (``calls`` counts them) and returns a result."""
+    calls = []
+
+    def execute(self, log):
+        calls.append(self.label)
+        ckpt = self.run_dir / "ckpt" / f"checkpoint_epoch_{self.epochs}.pth"
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model_state": {"w": torch.full((3,), float(len(calls)))}, "epoch": self.epochs}, ckpt)
+        return {"run_dir": str(self.run_dir), "metrics": {"bev_map": 40.0 + len(calls)}, "seed": self.seed,
+                "weights_sha1": rec.weights_sha1(ckpt)}
+
+    monkeypatch.setattr(Train, "execute", execute)
+    return calls
+
+
+def test_finished_training_is_recorded_and_found_from_another_cache(tmp_path, fake_execute):
+    store = tmp_path / "records"
+    first = _train(tmp_path / "cache_a", store)
+    assert not first.cached()
+    result = first.run(log=lambda m: None)
+    path = store / "train" / f"student-{first.hash}.json"
+    saved = json.loads(path.read_text())
+    assert saved["hash"] == first.hash and saved["result"]["metrics"] == {"bev_map": 41.0}
+    assert "config" not in saved["spec"] and saved["spec"]["config_sha1"] == rec.config_sha1(first.spec["config"])
+    assert saved["spec"]["seed"] == 0 and saved["machine"]["cores"] >= 1 and saved["finished"].endswith("Z")
+    other = _train(tmp_path / "cache_b", store)  # a fresh machine: empty cache, same records
+    assert other.hash == first.hash and other.cached() and other.recorded() and not other.local()
+    again = other.run(log=lambda m: None)
+    assert fake_execute == ["student"]  # not trained again
+    assert again["metrics"] == result["metrics"] and again["record"].endswith(path.name)
+
+
+def test_a_record_never_stands_in_for_another_spec(tmp_path, fake_execute):
+    store = tmp_path / "records"
+    _train(tmp_path / "cache", store, seed=0).run(log=lambda m: None)
+    for other in (_train(tmp_path / "c2", store, seed=1), _train(tmp_path / "c2", store, epochs=3),
+                  _train(tmp_path / "c2", None)):
+        assert not other.cached()
+
+
+def test_record_with_a_wrong_hash_is_refused_with_its_file_named(tmp_path, fake_execute):
+    store = tmp_path / "records"
+    exp = _train(tmp_path / "cache", store)
+    exp.run(log=lambda m: None)
+    path = store / "train" / f"student-{exp.hash}.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(data, hash="0" * 12)))
+    fresh = _train(tmp_path / "other", store)
+    with pytest.raises(ValueError, match=path.name):
+        fresh.result()
+    path.write_text("{ not json")
+    with pytest.raises(ValueError, match="cannot be read"):
+        fresh.result()
+
+
+def test_rerun_keeps_the_first_record_and_logs_both(tmp_path, fake_execute):
+    store = tmp_path / "records"
+    _train(tmp_path / "a", store).run(log=lambda m: None)
+    exp = _train(tmp_path / "b", store)
+    exp.rerun_locally = True  # a teacher whose checkpoint a student needs
+    assert not exp.cached()
+    logs = []
+    exp.run(log=logs.append)
+    assert fake_execute == ["student", "student"] and exp.local()
+    assert any("trained again" in m and "bev_map 42.00" in m and "bev_map 41.00" in m for m in logs)
+    assert exp.result()["metrics"] == {"bev_map": 41.0}  # the record stays the reported training
+
+
+def test_weights_sha1_sees_weights_only(tmp_path):
+    a, b, c = tmp_path / "a.pth", tmp_path / "b.pth", tmp_path / "c.pth"
+    w = {"x": torch.arange(6.0).reshape(2, 3), "n": torch.tensor(3)}
+    torch.save({"model_state": w, "optimizer_state": {"lr": 1}, "epoch": 1}, a)
+    torch.save({"model_state": dict(w), "optimizer_state": {"lr": 2}, "epoch": 7}, b)
+    torch.save({"model_state": dict(w, x=w["x"] + 1e-6)}, c)
+    assert rec.weights_sha1(a) == rec.weights_sha1(b) != rec.weights_sha1(c)
+
+
+def test_export_records_a_cache_with_weight_fingerprints_once(tmp_path, fake_execute):
+    cache = tmp_path / "cache"
+    teacher = Train(cache, "teacher", CFG, 0, 3, Data(), "cpu", threads=2)
+    teacher.run(log=lambda m: None)
+    student = _train(cache, None, teacher=teacher)
+    student.run(log=lambda m: None)
+    result_file = student.result_file
+    res = json.loads(result_file.read_text())
+    res.pop("weights_sha1")  # a result written before the fingerprints were kept
+    result_file.write_text(json.dumps(res))
+    store = tmp_path / "records"
+    assert rec.export_cache(cache, store, log=lambda m: None) == 2
+    assert rec.export_cache(cache, store, log=lambda m: None) == 0
+    got = rec.RunRecords(store).load(_train(tmp_path / "elsewhere", store, teacher=teacher))["result"]
+    assert got["teacher_weights_sha1"] == rec.weights_sha1(teacher.final_ckpt())
+    assert got["weights_sha1"] == rec.weights_sha1(student.final_ckpt())
+    assert rec.teacher_trainings([got, dict(got, teacher_weights_sha1="other"), {}]) == 2
