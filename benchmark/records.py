@@ -135,18 +135,23 @@ class RunRecords:
 def record_finished(exps, log=print):
     """Record the experiments of a plan that finished in the local cache but have no record yet (trained
     before ``--records`` was given, or by another run of the same cache); returns how many."""
-    written = 0
-    for e in exps:
-        store = getattr(e, "records", None)
-        if store is None or e.kind not in RECORDED_KINDS or not e.local() or store.has(e):
-            continue
-        result = json.loads(e.result_file.read_text())
-        _add_weight_hashes(e.dir.parent, _CachedExperiment(e.dir), result)
-        stamp = datetime.datetime.fromtimestamp(e.result_file.stat().st_mtime, datetime.timezone.utc)
-        if store.save(e, result, finished=stamp.strftime("%Y-%m-%dT%H:%M:%SZ")):
-            written += 1
-            log(f"recorded {e} -> {repo_relative(store.path(e))}")
-    return written
+    return sum(_record_cached(e.records, _CachedExperiment(e.dir), log) for e in exps
+               if getattr(e, "records", None) is not None and e.kind in RECORDED_KINDS and e.local())
+
+
+def _record_cached(store, exp, log, machine=None):
+    """Record a finished cache folder (``exp``: a :class:`_CachedExperiment`) unless recorded; True if written.
+    Its finish time is the result file's; the weight fingerprints come from the cache's checkpoints."""
+    if store.has(exp):
+        return False
+    result_file = exp.folder / "result.json"
+    result = json.loads(result_file.read_text())
+    _add_weight_hashes(exp.folder.parent, exp, result)
+    stamp = datetime.datetime.fromtimestamp(result_file.stat().st_mtime, datetime.timezone.utc)
+    if not store.save(exp, result, machine=machine, finished=stamp.strftime("%Y-%m-%dT%H:%M:%SZ")):
+        return False
+    log(f"recorded {exp} -> {repo_relative(store.path(exp))}")
+    return True
 
 
 class _CachedExperiment:
@@ -163,24 +168,12 @@ class _CachedExperiment:
 
 
 def export_cache(cache_root, records, log=print):
-    """Record every finished training of an experiment cache that has no record yet; returns how many.
-
-    The finish time is the result file's; the machine is this one (a cache lives on the machine that
-    filled it)."""
+    """Record every finished training of an experiment cache that has no record yet; returns how many
+    (the machine recorded is this one: a cache lives on the machine that filled it)."""
     store = records if isinstance(records, RunRecords) else RunRecords(records)
-    machine, written = machine_description(), 0
-    for kind in RECORDED_KINDS:
-        for result_file in sorted(Path(cache_root, kind).glob("*/result.json")):
-            exp = _CachedExperiment(result_file.parent)
-            if store.has(exp):
-                continue
-            result = json.loads(result_file.read_text())
-            _add_weight_hashes(Path(cache_root, kind), exp, result)
-            stamp = datetime.datetime.fromtimestamp(result_file.stat().st_mtime, datetime.timezone.utc)
-            if store.save(exp, result, machine=machine, finished=stamp.strftime("%Y-%m-%dT%H:%M:%SZ")):
-                written += 1
-                log(f"recorded {exp} -> {repo_relative(store.path(exp))}")
-    return written
+    machine = machine_description()
+    return sum(_record_cached(store, _CachedExperiment(f.parent), log, machine)
+               for kind in RECORDED_KINDS for f in sorted(Path(cache_root, kind).glob("*/result.json")))
 
 
 def final_checkpoint(folder):
