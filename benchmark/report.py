@@ -419,7 +419,8 @@ def diagnostics_runs(tables, all_tables=None):
 
 def training_compute(tables):
     """``[(table, summary)]``: what the trainings behind each table's accuracy cells cost, from the
-    ``train_stats.json`` of every run directory its CSV names (each run once): the number of trainings,
+    ``train_stats.json`` of every run directory its CSV names, or the run record it names
+    (:mod:`benchmark.records`), each run once: the number of trainings,
     the sum of their epochs' wall seconds (evaluations not included; trainings that ran side by side
     overlap in time, so the elapsed time of the whole run is shorter), and how they computed (CPU
     capability or device, threads, precision)."""
@@ -434,20 +435,30 @@ def training_compute(tables):
         seconds, n, how = 0.0, 0, {}
         for src in runs:
             run = Path(src)
-            stats = (run if run.is_absolute() else REPO_ROOT / run) / "train_stats.json"
-            if not stats.is_file():
-                continue
-            data = json.loads(stats.read_text())
-            epochs = data.get("epochs", [])
+            run = run if run.is_absolute() else REPO_ROOT / run
+            if run.suffix == ".json" and run.is_file():  # a run record (benchmark.records): what it kept
+                rec = json.loads(run.read_text())
+                res, machine = rec.get("result", {}), rec.get("machine", {})
+                epochs = res.get("epochs") or []
+                where = (f"CPU {machine.get('capability', '?')}" if rec.get("spec", {}).get("device", "cpu") == "cpu"
+                         else str(rec["spec"]["device"]))
+                threads, precision = res.get("threads", "?"), res.get("precision") or "?"
+            else:
+                stats = run / "train_stats.json"
+                if not stats.is_file():
+                    continue
+                data = json.loads(stats.read_text())
+                epochs = data.get("epochs", [])
+                info = data.get("run", {})
+                cpu = info.get("cpu") or {}
+                where = (f"CPU {cpu.get('capability', '?')}" if info.get("device", "cpu") == "cpu"
+                         else str(info.get("device")))
+                threads, precision = info.get("threads", "?"), (info.get("precision") or {}).get("name", "?")
             if not epochs:
                 continue
             n += 1
             seconds += sum(float(e.get("seconds", 0.0)) for e in epochs)
-            info = data.get("run", {})
-            cpu = info.get("cpu") or {}
-            where = (f"CPU {cpu.get('capability', '?')}" if info.get("device", "cpu") == "cpu"
-                     else str(info.get("device")))
-            key = f"{where}, {info.get('threads', '?')} thread(s), {(info.get('precision') or {}).get('name', '?')}"
+            key = f"{where}, {threads} thread(s), {precision}"
             how[key] = how.get(key, 0) + 1
         if n:
             out.append((tid, {"trainings": n, "epoch_seconds": seconds, "how": how}))

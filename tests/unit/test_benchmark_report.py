@@ -155,3 +155,20 @@ def test_training_compute_sums_each_runs_epochs_once(tmp_path):
     assert tid == "t" and c["trainings"] == 2 and c["epoch_seconds"] == pytest.approx(35.0)
     assert c["how"] == {"CPU AVX2, 1 thread(s), bf16": 1, "CPU AVX2, 1 thread(s), fp32": 1}
     assert "| t | 2 | 0.01 |" in report._compute_text(report.read_csvs(tmp_path))
+
+
+def test_training_compute_reads_run_records_too(tmp_path):
+    """A cell whose source is a run record (a training of another machine's cache) counts its epochs."""
+    import json
+
+    record = tmp_path / "records" / "train" / "s-0123456789ab.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"hash": "0123456789ab", "spec": {"device": "cpu"},
+                                  "machine": {"capability": "AVX512"},
+                                  "result": {"epochs": [{"epoch": 1, "seconds": 30.0}, {"epoch": 2, "seconds": 6.0}],
+                                             "threads": 1, "precision": "fp32"}}))
+    write_table_csv(tmp_path / "t.csv", [cell("t", "s", "miou", measured=1.0, n_seeds=1, source=str(record),
+                                              precision="fp32")])
+    [(tid, c)] = report.training_compute(report.read_csvs(tmp_path))
+    assert c["trainings"] == 1 and c["epoch_seconds"] == pytest.approx(36.0)
+    assert c["how"] == {"CPU AVX512, 1 thread(s), fp32": 1}
