@@ -11,12 +11,13 @@ dataset and the run directories) and, when the CSVs hold the data for them:
 * ``kd_gains.png``: per KD row, mAP (mIoU for segmentation) minus that of the same student without KD, measured vs paper;
 * ``forest_<table>.png``: each KD row's gain over the student without KD with its 95% confidence
   interval (paired over seeds when the CSV has per-seed values, Welch otherwise) and the paper's gain;
-* for methods tables (every non-teacher row trains one student model): the measured ranking beside
-  the paper's, with Kendall's tau-b between the two orders.
+* for methods tables (every non-teacher row that is not a published reference entry trains one student
+  model): the measured ranking beside the paper's, with Kendall's tau-b between the two orders.
 Statistics of a KD gain (:func:`gain_statistics`): with per-seed values (the ``seeds`` / ``values``
 columns) the paired t test on the seed-matched differences, its 95% confidence interval and p;
 Welch's t on the two rows as a secondary test; Holm's step-down correction of the paired p values
-across the KD rows of a table (per metric). Nothing is computed here that the CSVs do not hold.
+across the KD rows of a table (per metric), a row measured by the same runs as another counted once.
+Nothing is computed here that the CSVs do not hold.
 """
 import csv
 from collections import OrderedDict
@@ -218,12 +219,35 @@ def kd_gains(tables, all_tables=None):
                 pt = paired_t(per_seed(kd_line), per_seed(ref))
                 if m is not None or p is not None:
                     gains.append((tid, r["NAME"], metric, m, p, w, pt))
+    pivots = {tid: piv for tid, _, piv in _with_specs(tables, all_tables)}
     for tid in dict.fromkeys(g[0] for g in gains):
         for metric in PRIMARY_METRICS:
             group = [g for g in gains if g[0] == tid and g[2] == metric and g[6] is not None]
-            for g, adj in zip(group, holm([g[6]["p"] for g in group])):
+            # a row measured by the same runs as an earlier one is the same comparison: counted once
+            same = same_runs_as(pivots[tid], [g[1] for g in group], metric)
+            distinct = [g for g in group if g[1] not in same]
+            for g, adj in zip(distinct, holm([g[6]["p"] for g in distinct])):
                 g[6]["p_holm"] = adj
+            for g in group:
+                if g[1] in same:
+                    g[6]["p_holm"] = next(o[6]["p_holm"] for o in distinct if o[1] == same[g[1]])
     return gains
+
+
+def same_runs_as(piv, names, metric):
+    """``{row: earlier row}`` for the rows of ``names`` (in order) whose ``metric`` cell names exactly the
+    same run directories (``source``) as an earlier row's: such rows repeat one measurement under another
+    paper figure (e.g. a paper row with test-time augmentation that a plain config does not reproduce)."""
+    first, same = {}, {}
+    for name in names:
+        source = (piv.get(name, {}).get(metric) or {}).get("source") or ""
+        if not source:
+            continue
+        if source in first:
+            same[name] = first[source]
+        else:
+            first[source] = name
+    return same
 
 
 def per_seed(line):
@@ -313,15 +337,20 @@ def method_rankings(tables, all_tables=None):
     """Rankings of the rows of a methods table (every non-teacher row trains the same MODEL), for
     3D and BEV mAP and mIoU (:data:`PRIMARY_METRICS`):
     [(table, metric, [(row, measured, std, measured rank, paper, paper rank)], tau_b)].
-    Rows without both a measured and a paper value are left out; ranks are 1 = best."""
+    Rows without both a measured and a paper value are left out, so are reference rows (published
+    entries of other architectures, ``REFERENCE``) and rows measured by the same runs as an earlier row
+    (:func:`same_runs_as`); ranks are 1 = best."""
     out = []
     for tid, spec, piv in _with_specs(tables, all_tables):
-        students = [r for r in spec["ROWS"] if not r.get("TEACHER")]
+        students = [r for r in spec["ROWS"] if not r.get("TEACHER") and not r.get("REFERENCE")]
         if len(students) < 3 or len({r.get("MODEL") for r in students}) != 1:
             continue
         for metric in PRIMARY_METRICS:
             entries = []
+            same = same_runs_as(piv, [r["NAME"] for r in students], metric)
             for r in students:
+                if r["NAME"] in same:
+                    continue
                 line = piv.get(r["NAME"], {}).get(metric)
                 if line and _f(line["measured"]) is not None and _f(line["paper"]) is not None:
                     entries.append((r["NAME"], _f(line["measured"]), _f(line["measured_std"]), _f(line["paper"])))
@@ -521,7 +550,8 @@ def write_report(out):
     if gains:
         text += ("\n## KD gains (KD row minus the same student without KD)\n\nWith per-seed values: the paired t "
                  "test on the seed-matched differences (mean gain, 95% confidence interval, two-sided p, and p after "
-                 "Holm's correction across the table's KD rows for that metric). Welch's t test of the two rows over "
+                 "Holm's correction across the table's KD rows for that metric, a row measured by the same runs as an "
+                 "earlier one counted once). Welch's t test of the two rows over "
                  "their seeds as a secondary test (with 3 seeds a row, p < 0.05 needs |t| of about 2.8 or more).\n\n"
                  "| table | row | metric | measured | paired: 95% CI, p (Holm) | Welch t (df) | p | paper |\n"
                  "|---|---|---|---|---|---|---|---|\n")
@@ -536,7 +566,9 @@ def write_report(out):
     for t, metric, ranked, tau in method_rankings(tables):
         tau_s = "undefined" if tau is None else f"{tau:+.2f}"
         text += (f"\n## Ranking of methods: {t}, {metric} (measured order; Kendall tau-b against the paper's "
-                 f"order: {tau_s})\n\n| measured rank | row | measured | paper rank | paper |\n|---|---|---|---|---|\n")
+                 f"order: {tau_s}; published entries of other architectures and rows measured by the same runs "
+                 f"as an earlier row left out)\n\n"
+                 "| measured rank | row | measured | paper rank | paper |\n|---|---|---|---|---|\n")
         for n, m, sd, mr, p, pr in ranked:
             text += f"| {mr} | {n} | {m:.2f}{'' if sd is None else f' +- {sd:.2f}'} | {pr} | {p:.1f} |\n"
     plots = [_plot_accuracy(tables, out / "accuracy_vs_compute.png", plt), _plot_latency(tables, out / "latency.png", plt),

@@ -138,6 +138,36 @@ def test_segmentation_tables_get_miou_gains_and_rankings(tmp_path):
     assert metric == "miou" and [r[0] for r in ranked] == ["+PVD", "+KD", "C3D_0.5x"]
 
 
+def test_reference_rows_and_rows_of_the_same_runs_are_ranked_and_corrected_once(tmp_path):
+    # 'PVD *' repeats the PVD runs under another paper figure; 'other net' is a published reference entry
+    spec = {"s": {"ID": "s", "ROWS": [{"NAME": "other net", "MODEL": "other", "KD": None, "REFERENCE": "cited"},
+                                      {"NAME": "teacher", "MODEL": "c3d", "TEACHER": True},
+                                      {"NAME": "C3D_0.5x", "MODEL": "half", "KD": None},
+                                      {"NAME": "+KD", "MODEL": "half", "KD": "hinton"},
+                                      {"NAME": "+PVD", "MODEL": "half", "KD": "pvd"},
+                                      {"NAME": "+PVD *", "MODEL": "half", "KD": "pvd"}]}}
+    seeds = {"C3D_0.5x": ([10.0, 11.0, 12.0], "runs/base"), "+KD": ([10.2, 11.5, 12.1], "runs/kd"),
+             "+PVD": ([11.0, 11.9, 13.2], "runs/pvd"), "+PVD *": ([11.0, 11.9, 13.2], "runs/pvd")}
+    paper = {"C3D_0.5x": 65.3, "+KD": 65.6, "+PVD": 68.9, "+PVD *": 71.2}
+    lines = [cell("s", "other net", "miou", paper=59.5),
+             cell("s", "teacher", "miou", paper=68.9, measured=40.0, source="runs/t")]
+    for row, (vals, src) in seeds.items():
+        mean = sum(vals) / 3
+        std = (sum((v - mean) ** 2 for v in vals) / 2) ** 0.5
+        lines.append(cell("s", row, "miou", paper=paper[row], measured=mean, measured_std=std, n_seeds=3,
+                          source=src, seeds=[0, 1, 2], values=vals))
+    write_table_csv(tmp_path / "s.csv", lines)
+    tables = report.read_csvs(tmp_path)
+    gains = {g[1]: g[6] for g in report.kd_gains(tables, spec)}
+    # two distinct comparisons: Holm multiplies the smaller p by 2, not by 3
+    ps = sorted((gains["+KD"]["p"], gains["+PVD"]["p"]))
+    low = "+KD" if gains["+KD"]["p"] == ps[0] else "+PVD"
+    assert gains[low]["p_holm"] == pytest.approx(min(1.0, 2 * ps[0]))
+    assert gains["+PVD *"]["p_holm"] == gains["+PVD"]["p_holm"]
+    [(tid, metric, ranked, tau)] = report.method_rankings(tables, spec)
+    assert [r[0] for r in ranked] == ["+PVD", "+KD", "C3D_0.5x"] and tau == pytest.approx(1.0)
+
+
 def test_training_compute_sums_each_runs_epochs_once(tmp_path):
     import json
 
