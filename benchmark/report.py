@@ -139,9 +139,10 @@ def _plot_forest(gains, tid, path, plt):
         return None
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
     for y, (_, name, metric, gain, paper, welch, pt) in enumerate(rows):
-        if pt is not None:
+        if pt is not None:  # the seed-matched mean sits inside its own interval (rows may differ in seeds)
             lo, hi = pt["ci"]
             ax.plot([lo, hi], [y, y], color="C0", lw=2)
+            gain = pt["mean"]
         ax.plot(gain, y, "o", color="C0", label="measured gain, 95% CI" if y == 0 else None)
         if paper is not None:
             ax.plot(paper, y, "D", color="gray", mfc="none", label="paper's gain" if y == 0 else None)
@@ -549,16 +550,18 @@ def write_report(out):
     gains = kd_gains(tables)
     if gains:
         text += ("\n## KD gains (KD row minus the same student without KD)\n\nWith per-seed values: the paired t "
-                 "test on the seed-matched differences (mean gain, 95% confidence interval, two-sided p, and p after "
+                 "test on the seed-matched differences (their mean gain, 95% confidence interval, two-sided p, and p after "
                  "Holm's correction across the table's KD rows for that metric, a row measured by the same runs as an "
                  "earlier one counted once). Welch's t test of the two rows over "
-                 "their seeds as a secondary test (with 3 seeds a row, p < 0.05 needs |t| of about 2.8 or more).\n\n"
-                 "| table | row | metric | measured | paired: 95% CI, p (Holm) | Welch t (df) | p | paper |\n"
+                 "their seeds as a secondary test (with 3 seeds a row, p < 0.05 needs |t| of about 2.8 or more). 'measured' is "
+                 "the difference of the two rows' means over all their seeds; when the rows have different seed "
+                 "counts (e.g. 10 without KD, 3 with), the paired gain over the common seeds differs from it.\n\n"
+                 "| table | row | metric | measured | paired: gain [95% CI] (n), p (Holm) | Welch t (df) | p | paper |\n"
                  "|---|---|---|---|---|---|---|---|\n")
         for t, n, m, g, p, w, pt in gains:
             w_s = "| |" if w is None else f"| {w[0]:+.2f} ({w[1]:.1f}) | {w[2]:.3f} |"
-            pt_s = "" if pt is None else (f"[{pt['ci'][0]:+.2f}, {pt['ci'][1]:+.2f}] (n={pt['n']}), p {pt['p']:.3f} "
-                                          f"({pt['p_holm']:.3f})")
+            pt_s = "" if pt is None else (f"{pt['mean']:+.2f} [{pt['ci'][0]:+.2f}, {pt['ci'][1]:+.2f}] (n={pt['n']}), "
+                                          f"p {pt['p']:.3f} ({pt['p_holm']:.3f})")
             text += (f"| {t} | {n} | {m} | {'' if g is None else f'{g:+.2f}'} | {pt_s} {w_s} "
                      f"{'' if p is None else f'{p:+.2f}'} |\n")
     text += gate_text(tables)

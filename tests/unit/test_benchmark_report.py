@@ -119,7 +119,29 @@ def test_report_with_per_seed_values_gives_paired_intervals_and_a_forest_plot(tm
     monkeypatch.setattr(report.registry, "load_tables", lambda require_all=False: spec)
     report.write_report(tmp_path)
     text = (tmp_path / "report.md").read_text()
-    assert "paired: 95% CI" in text and "(n=3)" in text and (tmp_path / "forest_t.png").stat().st_size > 1000
+    assert "paired: gain [95% CI]" in text and "(n=3)" in text and (tmp_path / "forest_t.png").stat().st_size > 1000
+
+
+def test_rows_with_different_seed_counts_report_the_seed_matched_gain_inside_its_interval(tmp_path, monkeypatch):
+    # 5 seeds without KD, 3 with: the all-seed difference of means (-0.40) lies outside the paired interval
+    spec = {"t": {"ID": "t", "ROWS": [{"NAME": "no KD", "MODEL": "small", "KD": None},
+                                      {"NAME": "A", "MODEL": "small", "KD": "a"}]}}
+    per_seed = {"no KD": [10.0, 11.0, 12.0, 14.0, 15.0], "A": [11.0, 11.9, 13.1]}
+    lines = []
+    for row, vals in per_seed.items():
+        mean = sum(vals) / len(vals)
+        std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+        lines.append(cell("t", row, "3d_map", paper=None, measured=mean, measured_std=std, n_seeds=len(vals),
+                          source=f"runs/{row}", seeds=list(range(len(vals))), values=vals))
+    write_table_csv(tmp_path / "t.csv", lines)
+    [gain] = report.kd_gains(report.read_csvs(tmp_path), spec)
+    pt = gain[6]
+    assert gain[3] == pytest.approx(12.0 - 12.4) and pt["mean"] == pytest.approx(1.0) and pt["n"] == 3
+    assert pt["ci"][0] < pt["mean"] < pt["ci"][1] and not pt["ci"][0] < gain[3] < pt["ci"][1]
+    monkeypatch.setattr(report.registry, "load_tables", lambda require_all=False: spec)
+    report.write_report(tmp_path)
+    line = next(x for x in (tmp_path / "report.md").read_text().splitlines() if x.startswith("| t | A |"))
+    assert "| -0.40 | +1.00 [" in line and "(n=3)" in line
 
 
 def test_segmentation_tables_get_miou_gains_and_rankings(tmp_path):
