@@ -213,7 +213,7 @@ class Train(Experiment):
     kind = "train"
 
     def __init__(self, cache_root, label, cfg_file, seed, epochs, data, device, teacher=None, extra_args=(),
-                 threads=None, exclusive=False, gpus=1, records=None):
+                 threads=None, exclusive=False, gpus=1, records=None, precision=None):
         """``threads``: CPU threads of the child process (torch's ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``
         and numba's ``NUMBA_NUM_THREADS``, which the KD graph kernels use; None: the libraries' defaults).
         It is part of the spec: the thread count changes the order of float sums, so a run with another
@@ -222,14 +222,20 @@ class Train(Experiment):
         training alone (a teacher that students wait for; a training whose epoch time is measured).
         ``gpus`` > 1 (CUDA): the training runs data-parallel through ``torchrun --nproc_per_node gpus``
         (in the spec then: the batch is split across processes). ``records``: see :class:`Experiment`; the
-        result holds ``weights_sha1`` of the final checkpoint and, distilling, ``teacher_weights_sha1``."""
+        result holds ``weights_sha1`` of the final checkpoint and, distilling, ``teacher_weights_sha1``.
+        ``precision`` (none / bf16 / auto): overrides the config's ``OPTIMIZATION.MIXED_PRECISION`` and is part
+        of the spec (None: the config's own, and no key in the spec, so that older hashes stand). ``auto``
+        resolves on the machine that trains, so arms paired across machines should pin ``none`` or ``bf16``."""
         spec = {"cfg_file": _rel(cfg_file), "config": resolved_config(cfg_file), "seed": seed, "epochs": epochs,
                 "data": data.spec, "device": device, "teacher": teacher.hash if teacher else None,
                 "extra_args": list(extra_args), "threads": threads}
         self.gpus = int(gpus) if device == "cuda" else 1
         if self.gpus > 1:
             spec["gpus"] = self.gpus
+        if precision is not None:
+            spec["mixed_precision"] = str(precision).lower()
         super().__init__(cache_root, label, spec, records=records)
+        self.precision = spec.get("mixed_precision")
         self.cfg_file, self.seed, self.epochs, self.data, self.device = Path(cfg_file), seed, epochs, data, device
         self.teacher, self.extra_args, self.threads, self.exclusive = teacher, list(extra_args), threads, exclusive
 
@@ -263,6 +269,8 @@ class Train(Experiment):
         if self.gpus > 1:  # data-parallel: torchrun starts one tools/train.py per GPU
             cmd = cmd[:1] + ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(self.gpus)] + \
                 cmd[1:] + ["--launcher", "pytorch"]
+        if self.precision is not None:
+            cmd += ["--mixed_precision", self.precision]
         env = dict(os.environ)
         if self.threads is not None:
             env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads),

@@ -153,15 +153,16 @@ class TablePlan:
         if cfg not in self.teachers:
             self.teachers[cfg] = Train(self.cache_root, f"teacher_{cfg.stem}", cfg, 0, self.preset["TEACHER_EPOCHS"],
                                        self.data, self.device, records=self.records,
-                                       **self.training_threads(exclusive=True))
+                                       **self.training_settings(exclusive=True))
         return self.teachers[cfg]
 
-    def training_threads(self, exclusive):
-        """``threads``, ``exclusive`` and ``gpus`` of a training, from the plan alone (see :func:`training_threads`;
+    def training_settings(self, exclusive):
+        """``threads``, ``exclusive``, ``gpus`` and ``precision`` (the preset's MIXED_PRECISION, None: each config's) of a
+        training, from the plan alone (see :func:`training_threads`;
         on a cluster, ``threads_per_training``: each job's own CPUs, whatever the driver's machine has)."""
         threads = self.threads_per_training or training_threads(exclusive, self.jobs, self.cores)
         return {"threads": threads, "exclusive": exclusive,
-                "gpus": self.gpus_per_training}
+                "gpus": self.gpus_per_training, "precision": self.preset.get("MIXED_PRECISION")}
 
     def build(self):
         """All experiments (after :meth:`build_data` has produced the data)."""
@@ -184,7 +185,7 @@ class TablePlan:
                         extra += ["--kd_diagnostics", str(p["KD_DIAGNOSTICS"])]
                     exps["accuracy"] = [Train(self.cache_root, cfg.stem, cfg, s, p["EPOCHS"], self.data, self.device,
                                               teacher=teacher if kd_cfg else None, extra_args=extra,
-                                              records=self.records, **self.training_threads(exclusive=False))
+                                              records=self.records, **self.training_settings(exclusive=False))
                                         for s in self.row_seeds(r)]
             if "complexity" in t["MEASURES"]:
                 exps["complexity"] = Complexity(self.cache_root, model_cfg.stem, model_cfg, frame)
@@ -193,7 +194,7 @@ class TablePlan:
                 # its epoch time is a measurement: it runs alone, with every core
                 exps["epoch"] = Train(self.cache_root, f"{cfg.stem}_1epoch", cfg, 0, 1, self.data, self.device,
                                       teacher=teacher if kd_cfg else None, extra_args=["--no_eval"],
-                                      **self.training_threads(exclusive=True))
+                                      **self.training_settings(exclusive=True))
             self.row_exps[r["NAME"]] = exps
         if "latency" in t["MEASURES"] and rows:
             cfgs = list(dict.fromkeys(registry.config_paths(t, r, p)[0] for r in rows))

@@ -67,6 +67,8 @@ def parse_args(argv=None):
                    help="also evaluate the last N epochs (a periodic_eval hook with LAST: N)")
     p.add_argument("--kd_diagnostics", type=int, default=0, metavar="STEPS",
                    help="KD diagnostics every STEPS steps (a kd_diagnostics hook; KD configs only)")
+    p.add_argument("--mixed_precision", choices=["none", "bf16", "auto"], default=None,
+                   help="overrides OPTIMIZATION.MIXED_PRECISION (auto resolves on this machine's CPU or GPU)")
     p.add_argument("--stop_after_epoch", type=int, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -82,6 +84,8 @@ def main(argv=None):
     device = experiment.resolve_device(args.device)
     dist, rank, world = experiment.init_distributed(args.launcher, device)
     optim_cfg = cfg.OPTIMIZATION
+    if args.mixed_precision is not None:
+        optim_cfg.MIXED_PRECISION = args.mixed_precision
     precision = resolve_precision(optim_cfg, device)  # a bad MIXED_PRECISION fails before any work
     batch_size = args.batch_size or optim_cfg.BATCH_SIZE_PER_GPU
     epochs = args.epochs or optim_cfg.NUM_EPOCHS

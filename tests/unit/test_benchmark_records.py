@@ -120,3 +120,40 @@ def test_export_records_a_cache_with_weight_fingerprints_once(tmp_path, fake_exe
     assert got["teacher_weights_sha1"] == rec.weights_sha1(teacher.final_ckpt())
     assert got["weights_sha1"] == rec.weights_sha1(student.final_ckpt())
     assert rec.teacher_trainings([got, dict(got, teacher_weights_sha1="other"), {}]) == 2
+
+
+def test_a_pinned_precision_is_its_own_experiment_and_reaches_the_training_command(tmp_path, monkeypatch):
+    """A preset's MIXED_PRECISION enters the spec (a bf16 run never stands in for an fp32 one) and the
+    command line; without it the spec has no such key, so the hashes of earlier records stand."""
+    from pcdet.train_utils import launcher
+
+    plain = _train(tmp_path / "c", None)
+    pinned = Train(tmp_path / "c", "student", CFG, 0, 2, Data(), "cpu", threads=1, precision="none")
+    bf16 = Train(tmp_path / "c", "student", CFG, 0, 2, Data(), "cpu", threads=1, precision="bf16")
+    assert "mixed_precision" not in plain.spec and pinned.spec["mixed_precision"] == "none"
+    assert len({plain.hash, pinned.hash, bf16.hash}) == 3
+    seen = []
+
+    def fake_run(cmd, logfile, env=None, tail_lines=15):
+        seen.append(cmd)
+        raise launcher.TrainingFailed("stub")
+
+    monkeypatch.setattr(launcher, "run_training", fake_run)
+    for exp in (plain, pinned):
+        exp.dir.mkdir(parents=True, exist_ok=True)
+        with pytest.raises(Exception, match="stub"):
+            exp.execute(print)
+    assert "--mixed_precision" not in seen[0]
+    assert seen[1][seen[1].index("--mixed_precision") + 1] == "none"
+
+
+def test_train_cli_takes_the_three_precisions_of_the_configs_only():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_cli", REPO_ROOT / "tools" / "train.py")
+    train_cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_cli)
+    args = train_cli.parse_args(["--cfg_file", str(CFG), "--mixed_precision", "none"])
+    assert args.mixed_precision == "none"
+    with pytest.raises(SystemExit):
+        train_cli.parse_args(["--cfg_file", str(CFG), "--mixed_precision", "fp16"])

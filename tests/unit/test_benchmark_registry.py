@@ -212,3 +212,12 @@ def test_committed_result_csvs_name_files_relative_to_the_repository():
                 for key, value in row.items():
                     for part in str(value).split(";"):  # a cell of several runs joins them with ';'
                         assert not part.startswith("/"), f"{path.name}:{n} column {key}: absolute path {part}"
+
+
+def test_preset_precision_is_checked_and_the_paired_preset_pins_fp32(tmp_path):
+    presets = registry.load_presets()
+    assert presets["paired"]["MIXED_PRECISION"] == "none"  # arms trained on different CPUs share a precision
+    bad = tmp_path / "presets.yaml"
+    bad.write_text("p:\n  DATA: {KIND: synthetic}\n  MIXED_PRECISION: fp16\n")
+    with pytest.raises(registry.RegistryError, match="MIXED_PRECISION 'fp16' unknown"):
+        registry.load_presets(bad)
