@@ -372,7 +372,8 @@ def _plot_gains(gains, path, plt):
     labels = [f"{g[0]}: {g[1]} ({g[2]})" for g in gains]
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(gains) + 2))
     ys = range(len(gains))
-    ax.barh([y + 0.2 for y in ys], [g[3] for g in gains], height=0.4, label="measured")
+    ax.barh([y + 0.2 for y in ys], [g[3] for g in gains], height=0.4,
+            label="measured (difference of the rows' means over all their seeds)")
     ax.barh([y - 0.2 for y in ys], [g[4] or 0.0 for g in gains], height=0.4, color="gray", label="paper")
     ax.set_yticks(list(ys))
     ax.set_yticklabels(labels, fontsize=7)
