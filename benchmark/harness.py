@@ -157,9 +157,9 @@ class TablePlan:
         return self.teachers[cfg]
 
     def training_settings(self, exclusive):
-        """``threads``, ``exclusive``, ``gpus`` and ``precision`` (the preset's MIXED_PRECISION, None: each config's) of a
-        training, from the plan alone (see :func:`training_threads`;
-        on a cluster, ``threads_per_training``: each job's own CPUs, whatever the driver's machine has)."""
+        """``threads``, ``exclusive``, ``gpus`` and ``precision`` (the preset's MIXED_PRECISION; None: each
+        config's own) of a training, from the plan alone (see :func:`training_threads`; on a cluster,
+        ``threads_per_training``: each job's own CPUs, whatever the driver's machine has)."""
         threads = self.threads_per_training or training_threads(exclusive, self.jobs, self.cores)
         return {"threads": threads, "exclusive": exclusive,
                 "gpus": self.gpus_per_training, "precision": self.preset.get("MIXED_PRECISION")}

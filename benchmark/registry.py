@@ -27,8 +27,6 @@ ROW_KEYS = {"NAME", "MODEL", "KD", "TEACHER", "TEACHER_MODEL", "NEEDS", "PAPER",
 MEASURES = {"accuracy", "complexity", "latency", "training_cost"}
 PRESET_KEYS = {"DESCRIPTION", "FAMILY", "DATA", "EPOCHS", "TEACHER_EPOCHS", "SEEDS", "SEEDS_BY_KD", "JOBS", "LATENCY",
                "KD_OVERHEAD", "EVAL_LAST", "GATE", "KD_DIAGNOSTICS", "ORDER", "MIXED_PRECISION"}
-#: values of a preset's MIXED_PRECISION (those of the configs' OPTIMIZATION.MIXED_PRECISION)
-PRECISIONS = ("none", "bf16", "auto")
 
 
 class RegistryError(ValueError):
@@ -107,9 +105,11 @@ def load_presets(path=PRESETS_FILE):
         _check_keys(p, PRESET_KEYS, f"{path}: {name}")
         if p["DATA"]["KIND"] not in ("synthetic", "real"):
             raise RegistryError(f"{path}: {name}.DATA.KIND must be synthetic or real")
-        if "MIXED_PRECISION" in p and str(p["MIXED_PRECISION"]).lower() not in PRECISIONS:
+        from pcdet.train_utils.precision import SETTINGS  # the configs' OPTIMIZATION.MIXED_PRECISION values
+
+        if "MIXED_PRECISION" in p and str(p["MIXED_PRECISION"]).lower() not in SETTINGS:
             raise RegistryError(f"{path}: {name}.MIXED_PRECISION {p['MIXED_PRECISION']!r} unknown; known: "
-                                f"{list(PRECISIONS)}")
+                                f"{list(SETTINGS)}")
     return presets
 
 

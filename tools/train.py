@@ -29,6 +29,7 @@ from pcdet.train_utils import experiment  # noqa: E402
 from pcdet.train_utils.eval_utils import eval_one_epoch  # noqa: E402
 from pcdet.train_utils.hooks import TrainState, build_hooks  # noqa: E402
 from pcdet.train_utils.optimization import build_optimizer, build_scheduler  # noqa: E402
+from pcdet.train_utils.precision import SETTINGS as PRECISION_SETTINGS  # noqa: E402
 from pcdet.train_utils.precision import cpu_features, resolve_precision  # noqa: E402
 from pcdet.train_utils.train_utils import (  # noqa: E402
     TRAIN_STATS_FILE,
@@ -67,7 +68,7 @@ def parse_args(argv=None):
                    help="also evaluate the last N epochs (a periodic_eval hook with LAST: N)")
     p.add_argument("--kd_diagnostics", type=int, default=0, metavar="STEPS",
                    help="KD diagnostics every STEPS steps (a kd_diagnostics hook; KD configs only)")
-    p.add_argument("--mixed_precision", choices=["none", "bf16", "auto"], default=None,
+    p.add_argument("--mixed_precision", choices=PRECISION_SETTINGS, default=None,
                    help="overrides OPTIMIZATION.MIXED_PRECISION (auto resolves on this machine's CPU or GPU)")
     p.add_argument("--stop_after_epoch", type=int, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
