@@ -70,17 +70,11 @@ def weights_sha1(ckpt_path):
 
 def machine_description():
     """The CPU a training ran on: its model name, torch's capability and bf16 units."""
-    from pcdet.train_utils.precision import bf16_units, cpu_features
+    from pcdet.train_utils.precision import bf16_units, cpu_features, cpu_model_name
 
-    name = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        pass
     feats = cpu_features()
     units = bf16_units(feats)
-    return {"cpu": name, "cores": os.cpu_count(), "capability": feats["capability"], "bf16_units": units}
+    return {"cpu": cpu_model_name(), "cores": os.cpu_count(), "capability": feats["capability"], "bf16_units": units}
 
 
 class RunRecords:

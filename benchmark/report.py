@@ -448,13 +448,18 @@ def diagnostics_runs(tables, all_tables=None):
     return out
 
 
+def _cpu_text(model, capability):
+    """``"<model> (CPU <capability>)"``, or ``"CPU <capability>"`` where the model name was not kept."""
+    return f"{model} (CPU {capability or '?'})" if model else f"CPU {capability or '?'}"
+
+
 def training_compute(tables):
     """``[(table, summary)]``: what the trainings behind each table's accuracy cells cost, from the
     ``train_stats.json`` of every run directory its CSV names, or the run record it names
     (:mod:`benchmark.records`), each run once: the number of trainings,
     the sum of their epochs' wall seconds (evaluations not included; trainings that ran side by side
     overlap in time, so the elapsed time of the whole run is shorter), and how they computed (CPU
-    capability or device, threads, precision)."""
+    model and capability, or device; threads, precision)."""
     import json
 
     from pcdet.utils.paths import REPO_ROOT
@@ -471,8 +476,8 @@ def training_compute(tables):
                 rec = json.loads(run.read_text())
                 res, machine = rec.get("result", {}), rec.get("machine", {})
                 epochs = res.get("epochs") or []
-                where = (f"CPU {machine.get('capability', '?')}" if rec.get("spec", {}).get("device", "cpu") == "cpu"
-                         else str(rec["spec"]["device"]))
+                where = (_cpu_text(machine.get("cpu"), machine.get("capability"))
+                         if rec.get("spec", {}).get("device", "cpu") == "cpu" else str(rec["spec"]["device"]))
                 threads, precision = res.get("threads", "?"), res.get("precision") or "?"
             else:
                 stats = run / "train_stats.json"
@@ -482,8 +487,8 @@ def training_compute(tables):
                 epochs = data.get("epochs", [])
                 info = data.get("run", {})
                 cpu = info.get("cpu") or {}
-                where = (f"CPU {cpu.get('capability', '?')}" if info.get("device", "cpu") == "cpu"
-                         else str(info.get("device")))
+                where = (_cpu_text(cpu.get("model"), cpu.get("capability"))
+                         if info.get("device", "cpu") == "cpu" else str(info.get("device")))
                 threads, precision = info.get("threads", "?"), (info.get("precision") or {}).get("name", "?")
             if not epochs:
                 continue

@@ -30,7 +30,7 @@ from pcdet.train_utils.eval_utils import eval_one_epoch  # noqa: E402
 from pcdet.train_utils.hooks import TrainState, build_hooks  # noqa: E402
 from pcdet.train_utils.optimization import build_optimizer, build_scheduler  # noqa: E402
 from pcdet.train_utils.precision import SETTINGS as PRECISION_SETTINGS  # noqa: E402
-from pcdet.train_utils.precision import cpu_features, resolve_precision  # noqa: E402
+from pcdet.train_utils.precision import cpu_features, cpu_model_name, resolve_precision  # noqa: E402
 from pcdet.train_utils.train_utils import (  # noqa: E402
     TRAIN_STATS_FILE,
     NonFiniteLossError,
@@ -130,7 +130,7 @@ def main(argv=None):
     if rank == 0:
         record_run_info(out_dir / TRAIN_STATS_FILE, precision=precision.as_dict(), threads=torch.get_num_threads(),
                         device=str(device), world_size=world,
-                        cpu=cpu_features() if device.type == "cpu" else None)
+                        cpu=dict(cpu_features(), model=cpu_model_name()) if device.type == "cpu" else None)
     loaders = {}
 
     def evaluate(epoch):

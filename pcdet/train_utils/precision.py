@@ -62,6 +62,18 @@ def _cpu_flag(name):
         return False
 
 
+def cpu_model_name():
+    """The CPU's model name (``model name`` of ``/proc/cpuinfo``, else :func:`platform.processor`), or ``""``."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        name = ""
+    return name or platform.processor() or ""
+
+
 def cpu_features():
     """What the bf16 decision on a CPU reads (also recorded in the benchmark CSVs)."""
     return {

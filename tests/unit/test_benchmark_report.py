@@ -224,3 +224,9 @@ def test_training_compute_reads_run_records_too(tmp_path):
     [(tid, c)] = report.training_compute(report.read_csvs(tmp_path))
     assert c["trainings"] == 1 and c["epoch_seconds"] == pytest.approx(36.0)
     assert c["how"] == {"CPU AVX512, 1 thread(s), fp32": 1}
+    # a record that kept the CPU's model name: two CPUs of one capability stay apart in the summary
+    rec = json.loads(record.read_text())
+    rec["machine"]["cpu"] = "AMD EPYC"
+    record.write_text(json.dumps(rec))
+    [(tid, c)] = report.training_compute(report.read_csvs(tmp_path))
+    assert c["how"] == {"AMD EPYC (CPU AVX512), 1 thread(s), fp32": 1}
