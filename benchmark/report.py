@@ -423,14 +423,34 @@ DIAGNOSTIC_PANELS = (("bn_gamma_mean", "adapter BN scale (mean)"), ("bn_beta_mea
                      ("grad_ratio", "|dL_kd/dF| / |dL_task/dF|"), ("ess", "effective sample size of phi"))
 
 
-def diagnostics_runs(tables, all_tables=None):
-    """``[(label, [diagnostic records])]``: the lowest-seed run of every PointDistiller row (the published
-    method and its variants) of the CSVs, read from the ``train_stats.json`` of the run directory the
-    CSV names."""
+def _run_diagnostics(source):
+    """The ``kd_diagnostics`` of one CSV source: a run directory (its ``train_stats.json``) or a run record
+    (:mod:`benchmark.records`; the records it keeps, else the ``train_stats.json`` of the run directory it
+    names when that directory is on this machine). ``[]`` where none can be found."""
     import json
 
     from pcdet.utils.paths import REPO_ROOT
 
+    def resolve(p):
+        p = Path(p)
+        return p if p.is_absolute() else REPO_ROOT / p
+
+    run = resolve(source)
+    if run.suffix == ".json" and run.is_file():
+        result = json.loads(run.read_text()).get("result", {})
+        if result.get("kd_diagnostics"):
+            return result["kd_diagnostics"]
+        if not result.get("run_dir"):
+            return []
+        run = resolve(result["run_dir"])
+    stats = run / "train_stats.json"
+    return json.loads(stats.read_text()).get("kd_diagnostics", []) if stats.is_file() else []
+
+
+def diagnostics_runs(tables, all_tables=None):
+    """``[(label, [diagnostic records])]``: the lowest-seed run of every PointDistiller row (the published
+    method and its variants) of the CSVs, read through :func:`_run_diagnostics` from the first source the
+    CSV names for the row (its sources are in seed order)."""
     out = []
     for tid, spec, piv in _with_specs(tables, all_tables):
         for r in spec["ROWS"]:
@@ -439,12 +459,9 @@ def diagnostics_runs(tables, all_tables=None):
             line = piv.get(r["NAME"], {}).get("bev_map")
             if not line or not line["source"]:
                 continue
-            run = Path(line["source"].split(";")[0])
-            stats = (run if run.is_absolute() else REPO_ROOT / run) / "train_stats.json"
-            if stats.is_file():
-                records = json.loads(stats.read_text()).get("kd_diagnostics", [])
-                if records:
-                    out.append((f"{tid}: {r['NAME']}", records))
+            records = _run_diagnostics(line["source"].split(";")[0])
+            if records:
+                out.append((f"{tid}: {r['NAME']}", records))
     return out
 
 
@@ -515,6 +532,53 @@ def _compute_text(tables):
     return text
 
 
+def _series(records, name):
+    """``[(iteration, value)]`` of the diagnostic ``name`` (any level's ``<prefix>/<name>``), in step order."""
+    return [(rec["iteration"], v) for rec in records for f, v in rec.items() if f.endswith("/" + name)]
+
+
+def kd_signal_decay(records, fraction=0.1):
+    """When the KD signal of one run dies, from its ``grad_ratio`` diagnostic (|dL_kd/dF| / |dL_task/dF| at
+    the distilled feature): ``dict(first, peak, peak_iteration, last, below_iteration)``, ``below_iteration``
+    being the first iteration after the peak from which the ratio stays below ``fraction`` x its peak for
+    the rest of the run (None if it never does); None without the diagnostic."""
+    series = _series(records, "grad_ratio")
+    if not series:
+        return None
+    k_peak = max(range(len(series)), key=lambda i: series[i][1])
+    peak = series[k_peak][1]
+    below = None
+    for it, v in reversed(series[k_peak:]):
+        if v >= fraction * peak:
+            break
+        below = it
+    return {"first": series[0][1], "peak": peak, "peak_iteration": series[k_peak][0], "last": series[-1][1],
+            "below_iteration": below}
+
+
+def diagnostics_text(tables, all_tables=None):
+    runs = diagnostics_runs(tables, all_tables)
+    rows = [(label, kd_signal_decay(records), _series(records, "cka"), _series(records, "s_active"))
+            for label, records in runs]
+    rows = [r for r in rows if r[1]]
+    if not rows:
+        return ""
+    text = ("\n## When the KD signal dies (diagnostics of the lowest-seed run of each PointDistiller arm)\n\n"
+            "Ratio of the KD to the task gradient norm at the distilled feature: at the first logged step, at "
+            "its peak, at the last step, and the first iteration after the peak from which it stays below a "
+            "tenth of its peak; linear CKA between teacher and student graph features and the student "
+            "adapter's active-ReLU fraction at the last step.\n\n"
+            "| run | ratio first | peak (iteration) | last | below peak/10 from | CKA last | student active last |\n"
+            "|---|---|---|---|---|---|---|\n")
+    for label, d, cka, act in rows:
+        below = "never" if d["below_iteration"] is None else f"iteration {d['below_iteration']}"
+        cka_s = f"{cka[-1][1]:.3f}" if cka else ""
+        act_s = f"{act[-1][1]:.3f}" if act else ""
+        text += (f"| {label} | {d['first']:.3g} | {d['peak']:.3g} ({d['peak_iteration']}) | {d['last']:.3g} | "
+                 f"{below} | {cka_s} | {act_s} |\n")
+    return text
+
+
 def _plot_diagnostics(tables, path, plt, all_tables=None):
     runs = diagnostics_runs(tables, all_tables)
     if not runs:
@@ -527,7 +591,8 @@ def _plot_diagnostics(tables, path, plt, all_tables=None):
                 xs = [rec["iteration"] for rec in records for f, v in rec.items() if f.endswith("/" + name)]
                 ys = [v for rec in records for f, v in rec.items() if f.endswith("/" + name)]
                 if xs and (side or key in ("cka", "grad_ratio", "ess")):
-                    ax.plot(xs, ys, ls, color=f"C{k}", lw=1,
+                    # earlier arms drawn wider, so that two arms with equal curves (phi of equal tau) both show
+                    ax.plot(xs, ys, ls, color=f"C{k}", lw=1 + 1.2 * (len(runs) - 1 - k), alpha=0.85,
                             label=f"{label}{' teacher side' if side == 't_' else ' student side' if side == 's_' else ''}")
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("iteration", fontsize=7)
@@ -572,6 +637,7 @@ def write_report(out):
                      f"{'' if p is None else f'{p:+.2f}'} |\n")
     text += gate_text(tables)
     text += _compute_text(tables)
+    text += diagnostics_text(tables)
     for t, metric, ranked, tau in method_rankings(tables):
         tau_s = "undefined" if tau is None else f"{tau:+.2f}"
         text += (f"\n## Ranking of methods: {t}, {metric} (measured order; Kendall tau-b against the paper's "

@@ -230,3 +230,42 @@ def test_training_compute_reads_run_records_too(tmp_path):
     record.write_text(json.dumps(rec))
     [(tid, c)] = report.training_compute(report.read_csvs(tmp_path))
     assert c["how"] == {"AMD EPYC (CPU AVX512), 1 thread(s), fp32": 1}
+
+
+def test_diagnostics_come_from_the_run_a_record_names_or_the_record_itself(tmp_path):
+    """The diagnostics plot takes the lowest-seed run of each PointDistiller row; a cell whose source is a
+    run record is followed to the run directory the record names (on the machine that trained it), and a
+    record that keeps the diagnostics itself is read directly; a source with neither gives no curve."""
+    import json
+
+    spec = {"t": {"ID": "t", "ROWS": [{"NAME": "no KD", "MODEL": "s"},
+                                      {"NAME": "PD", "MODEL": "s", "KD": "pointdistiller"},
+                                      {"NAME": "PD2", "MODEL": "s", "KD": "pointdistiller_tau4"},
+                                      {"NAME": "PD3", "MODEL": "s", "KD": "pointdistiller_x"}]}}
+    diag = [{"iteration": 1, "kd/cka": 0.2}, {"iteration": 2, "kd/cka": 0.1}]
+    run = tmp_path / "cache" / "seed0"
+    run.mkdir(parents=True)
+    (run / "train_stats.json").write_text(json.dumps({"epochs": [], "kd_diagnostics": diag}))
+    rec_dir = tmp_path / "records"
+    rec_dir.mkdir()
+    (rec_dir / "pd0.json").write_text(json.dumps({"result": {"run_dir": str(run)}}))
+    (rec_dir / "pd1.json").write_text(json.dumps({"result": {"run_dir": str(tmp_path / "elsewhere")}}))
+    (rec_dir / "pd2.json").write_text(json.dumps({"result": {"kd_diagnostics": diag[:1]}}))
+    (rec_dir / "pd3.json").write_text(json.dumps({"result": {"run_dir": str(tmp_path / "gone")}}))
+    lines = [cell("t", "no KD", "bev_map", measured=1.0, n_seeds=1, source=str(run)),
+             cell("t", "PD", "bev_map", measured=1.0, n_seeds=2, source=f"{rec_dir / 'pd0.json'};{rec_dir / 'pd1.json'}"),
+             cell("t", "PD2", "bev_map", measured=1.0, n_seeds=1, source=str(rec_dir / "pd2.json")),
+             cell("t", "PD3", "bev_map", measured=1.0, n_seeds=1, source=str(rec_dir / "pd3.json"))]
+    write_table_csv(tmp_path / "t.csv", lines)
+    runs = report.diagnostics_runs(report.read_csvs(tmp_path), spec)
+    assert runs == [("t: PD", diag), ("t: PD2", diag[:1])]
+
+
+def test_kd_signal_decay_finds_where_the_ratio_stays_below_a_tenth_of_its_peak():
+    ratios = [0.2, 1.0, 0.5, 0.05, 0.2, 0.08, 0.01, 0.02]  # falls below 0.1 at step 4 but rises again
+    records = [{"iteration": 10 * (i + 1), "kd/grad_ratio": r} for i, r in enumerate(ratios)]
+    d = report.kd_signal_decay(records)
+    assert d == {"first": 0.2, "peak": 1.0, "peak_iteration": 20, "last": 0.02, "below_iteration": 60}
+    alive = [{"iteration": i, "kd/grad_ratio": 1.0} for i in range(3)]
+    assert report.kd_signal_decay(alive)["below_iteration"] is None
+    assert report.kd_signal_decay([{"iteration": 1, "kd/cka": 0.5}]) is None
