@@ -15,7 +15,8 @@ table and preset. ``report`` turns the CSVs of DIR into ``report.md`` and PNG pl
 ``--records DIR`` keeps a small JSON record of every finished training in DIR (the project's:
 ``benchmark/results/records``, kept in git) and takes recorded trainings from there, so that a run
 longer than one machine's cache resumes on another (:mod:`benchmark.records`); ``records`` copies the
-finished trainings of an existing cache into such a folder.
+finished trainings of an existing cache into such a folder (and adds KD diagnostics to its trainings'
+records written before records kept them).
 ``--launcher slurm`` submits one cluster job per experiment through submitit (teachers before their
 students; the cache must be on storage the nodes share; :mod:`benchmark.launchers`).
 """

@@ -21,8 +21,13 @@ harness logs the retrained teacher's figures beside the recorded ones, and :func
 counts how many distinct teacher trainings a row's students distilled from (the CSV's ``source`` says so
 when it is more than one).
 
+A distilling training's record also keeps its KD diagnostics (:mod:`pcdet.kd.diagnostics`, from the
+run's ``train_stats.json``), thinned to :data:`DIAGNOSTICS_KEPT` evenly spaced steps at 4 significant
+digits, so that the report's diagnostics plot and table can be drawn on a machine that never held the run.
+
 ``python -m benchmark records --cache C --records DIR`` copies the finished trainings of an existing cache
-into records (for a run started without ``--records``).
+into records (for a run started without ``--records``), and adds the diagnostics to records written
+before they were kept, from the cache's run of the same hash when its weights are the recorded ones.
 """
 import datetime
 import hashlib
@@ -30,12 +35,46 @@ import json
 import os
 from pathlib import Path
 
-from pcdet.utils.paths import repo_relative
+from pcdet.utils.paths import REPO_ROOT, repo_relative
 
 RECORD_VERSION = 1
 #: experiment kinds that are recorded: trainings (what takes hours); complexity, latency and overhead
 #: measurements are taken again on the machine of the run
 RECORDED_KINDS = ("train",)
+
+
+#: how many of a run's KD diagnostic steps a record keeps (evenly spaced, first and last included)
+DIAGNOSTICS_KEPT = 80
+
+
+def kept_diagnostics(run_dir, kept=None):
+    """The KD diagnostics of a run directory as a record keeps them: at most ``kept`` evenly spaced steps
+    of its ``train_stats.json`` ``kd_diagnostics`` (first and last included), the per-level ``*_min``
+    summaries left out and values at 4 significant digits, by column (``{name: [value or None per
+    step]}``, :func:`diagnostics_steps` turns it back into steps); None without a run or diagnostics."""
+    if not run_dir:
+        return None
+    run = Path(run_dir)
+    stats = (run if run.is_absolute() else REPO_ROOT / run) / "train_stats.json"
+    try:
+        steps = json.loads(stats.read_text()).get("kd_diagnostics") or []
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not steps:
+        return None
+    kept = kept or DIAGNOSTICS_KEPT
+    n = len(steps)
+    chosen = [steps[i] for i in (sorted({round(i * (n - 1) / (kept - 1)) for i in range(kept)}) if n > kept
+                                 else range(n))]
+    names = dict.fromkeys(k for step in chosen for k in step if not k.endswith("_min"))
+    return {k: [(float(f"{step[k]:.4g}") if isinstance(step.get(k), float) else step.get(k)) for step in chosen]
+            for k in names}
+
+
+def diagnostics_steps(columns):
+    """The steps (``[{name: value}]``, as ``train_stats.json`` lists them) of :func:`kept_diagnostics`' columns."""
+    n = max((len(v) for v in columns.values()), default=0)
+    return [{k: v[i] for k, v in columns.items() if v[i] is not None} for i in range(n)]
 
 
 def config_sha1(config):
@@ -114,16 +153,46 @@ class RunRecords:
         path = self.path(exp)
         if path.is_file():
             return False
+        result = {k: v for k, v in result.items() if k != "record"}
+        if "kd_diagnostics" not in result:
+            diagnostics = kept_diagnostics(result.get("run_dir"))
+            if diagnostics:
+                result["kd_diagnostics"] = diagnostics
         rec = {"record_version": RECORD_VERSION, "kind": exp.kind, "label": exp.label, "hash": exp.hash,
                "spec": record_spec(spec if spec is not None else exp.spec),
                "machine": machine if machine is not None else machine_description(),
                "finished": finished or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-               "result": {k: v for k, v in result.items() if k != "record"}}
+               "result": result}
+        self._write(path, rec)
+        return True
+
+    def add_diagnostics(self, exp):
+        """Add the KD diagnostics of the finished cache folder ``exp`` (a :class:`_CachedExperiment`) to its
+        record written before records kept them, when the folder's final weights are the recorded ones
+        (a training of the same spec on another machine is another run); True if the record changed."""
+        if not self.has(exp):
+            return False
+        rec = self.load(exp)
+        res = rec["result"]
+        if res.get("kd_diagnostics") or not res.get("weights_sha1"):
+            return False
+        ckpt = final_checkpoint(exp.folder)
+        if ckpt is None or weights_sha1(ckpt) != res["weights_sha1"]:
+            return False
+        local = json.loads((exp.folder / "result.json").read_text())
+        diagnostics = kept_diagnostics(local.get("run_dir"))
+        if not diagnostics:
+            return False
+        res["kd_diagnostics"] = diagnostics
+        self._write(self.path(exp), rec)
+        return True
+
+    @staticmethod
+    def _write(path, rec):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(rec, indent=1, sort_keys=True, default=str) + "\n")
         os.replace(tmp, path)
-        return True
 
 
 def record_finished(exps, log=print):
@@ -163,11 +232,18 @@ class _CachedExperiment:
 
 def export_cache(cache_root, records, log=print):
     """Record every finished training of an experiment cache that has no record yet; returns how many
-    (the machine recorded is this one: a cache lives on the machine that filled it)."""
+    (the machine recorded is this one: a cache lives on the machine that filled it). Records of the
+    cache's trainings written before records kept KD diagnostics get them (:meth:`RunRecords.add_diagnostics`)."""
     store = records if isinstance(records, RunRecords) else RunRecords(records)
     machine = machine_description()
-    return sum(_record_cached(store, _CachedExperiment(f.parent), log, machine)
-               for kind in RECORDED_KINDS for f in sorted(Path(cache_root, kind).glob("*/result.json")))
+    n = 0
+    for kind in RECORDED_KINDS:
+        for f in sorted(Path(cache_root, kind).glob("*/result.json")):
+            exp = _CachedExperiment(f.parent)
+            if store.add_diagnostics(exp):
+                log(f"added the KD diagnostics of {exp} to {repo_relative(store.path(exp))}")
+            n += _record_cached(store, exp, log, machine)
+    return n
 
 
 def final_checkpoint(folder):

@@ -425,8 +425,8 @@ DIAGNOSTIC_PANELS = (("bn_gamma_mean", "adapter BN scale (mean)"), ("bn_beta_mea
 
 def _run_diagnostics(source):
     """The ``kd_diagnostics`` of one CSV source: a run directory (its ``train_stats.json``) or a run record
-    (:mod:`benchmark.records`; the records it keeps, else the ``train_stats.json`` of the run directory it
-    names when that directory is on this machine). ``[]`` where none can be found."""
+    (:mod:`benchmark.records`; the thinned diagnostics it keeps, else the ``train_stats.json`` of the run
+    directory it names when that directory is on this machine). ``[]`` where none can be found."""
     import json
 
     from pcdet.utils.paths import REPO_ROOT
@@ -437,9 +437,11 @@ def _run_diagnostics(source):
 
     run = resolve(source)
     if run.suffix == ".json" and run.is_file():
+        from benchmark.records import diagnostics_steps
+
         result = json.loads(run.read_text()).get("result", {})
         if result.get("kd_diagnostics"):
-            return result["kd_diagnostics"]
+            return diagnostics_steps(result["kd_diagnostics"])
         if not result.get("run_dir"):
             return []
         run = resolve(result["run_dir"])
@@ -557,6 +559,8 @@ def kd_signal_decay(records, fraction=0.1):
 
 
 def diagnostics_text(tables, all_tables=None):
+    from benchmark.records import DIAGNOSTICS_KEPT
+
     runs = diagnostics_runs(tables, all_tables)
     rows = [(label, kd_signal_decay(records), _series(records, "cka"), _series(records, "s_active"))
             for label, records in runs]
@@ -567,7 +571,8 @@ def diagnostics_text(tables, all_tables=None):
             "Ratio of the KD to the task gradient norm at the distilled feature: at the first logged step, at "
             "its peak, at the last step, and the first iteration after the peak from which it stays below a "
             "tenth of its peak; linear CKA between teacher and student graph features and the student "
-            "adapter's active-ReLU fraction at the last step.\n\n"
+            "adapter's active-ReLU fraction at the last step. From the logged steps the run's record keeps "
+            f"(at most {DIAGNOSTICS_KEPT}, evenly spaced: benchmark.records), else its train_stats.json.\n\n"
             "| run | ratio first | peak (iteration) | last | below peak/10 from | CKA last | student active last |\n"
             "|---|---|---|---|---|---|---|\n")
     for label, d, cka, act in rows:

@@ -157,3 +157,51 @@ def test_train_cli_takes_the_three_precisions_of_the_configs_only():
     assert args.mixed_precision == "none"
     with pytest.raises(SystemExit):
         train_cli.parse_args(["--cfg_file", str(CFG), "--mixed_precision", "fp16"])
+
+
+def _diagnostics(n):
+    return [{"step": i, "iteration": i + 1, "kd/cka": 1.0 / (i + 3), "kd/t_bn_gamma_min": 0.5} for i in range(n)]
+
+
+def test_a_record_keeps_the_runs_kd_diagnostics_thinned(tmp_path, monkeypatch, fake_execute):
+    """The record of a distilling run keeps at most DIAGNOSTICS_KEPT evenly spaced steps of its
+    diagnostics (first and last), by column, rounded, without the *_min summaries; they read back as steps."""
+    monkeypatch.setattr(rec, "DIAGNOSTICS_KEPT", 5)
+    run_execute = Train.execute
+
+    def execute(self, log):
+        result = run_execute(self, log)
+        (self.run_dir / "train_stats.json").write_text(json.dumps({"epochs": [], "kd_diagnostics": _diagnostics(9)}))
+        return result
+
+    monkeypatch.setattr(Train, "execute", execute)
+    store = tmp_path / "records"
+    first = _train(tmp_path / "cache", store)
+    first.run(log=lambda m: None)
+    kept = json.loads((store / "train" / f"student-{first.hash}.json").read_text())["result"]["kd_diagnostics"]
+    assert kept["iteration"] == [1, 3, 5, 7, 9] and kept["step"] == [0, 2, 4, 6, 8]
+    assert kept["kd/cka"] == [0.3333, 0.2, 0.1429, 0.1111, 0.09091] and "kd/t_bn_gamma_min" not in kept
+    assert rec.diagnostics_steps(kept)[1] == {"step": 2, "iteration": 3, "kd/cka": 0.2}
+
+
+def test_export_adds_diagnostics_to_old_records_only_from_the_recorded_training(tmp_path, fake_execute):
+    """A record written before records kept diagnostics gets them from the cache's run of the same hash,
+    but only when that run's final weights are the recorded ones (not a retraining on another machine)."""
+    cache, store = tmp_path / "cache", tmp_path / "records"
+    student = _train(cache, store)
+    student.run(log=lambda m: None)
+    path = store / "train" / f"student-{student.hash}.json"
+    assert "kd_diagnostics" not in json.loads(path.read_text())["result"]  # the run wrote none
+    (student.run_dir / "train_stats.json").write_text(json.dumps({"kd_diagnostics": _diagnostics(3)}))
+    saved = json.loads(path.read_text())
+    saved["result"]["weights_sha1"] = "0" * 40  # the record of another training of this spec
+    path.write_text(json.dumps(saved))
+    assert rec.export_cache(cache, store, log=lambda m: None) == 0
+    assert "kd_diagnostics" not in json.loads(path.read_text())["result"]
+    saved["result"]["weights_sha1"] = rec.weights_sha1(student.final_ckpt())
+    path.write_text(json.dumps(saved))
+    rec.export_cache(cache, store, log=lambda m: None)
+    got = json.loads(path.read_text())
+    assert got["result"]["kd_diagnostics"]["iteration"] == [1, 2, 3]
+    assert {k: v for k, v in got["result"].items() if k != "kd_diagnostics"} == saved["result"]
+    assert got["hash"] == saved["hash"] and got["finished"] == saved["finished"]

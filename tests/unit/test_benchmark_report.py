@@ -250,7 +250,7 @@ def test_diagnostics_come_from_the_run_a_record_names_or_the_record_itself(tmp_p
     rec_dir.mkdir()
     (rec_dir / "pd0.json").write_text(json.dumps({"result": {"run_dir": str(run)}}))
     (rec_dir / "pd1.json").write_text(json.dumps({"result": {"run_dir": str(tmp_path / "elsewhere")}}))
-    (rec_dir / "pd2.json").write_text(json.dumps({"result": {"kd_diagnostics": diag[:1]}}))
+    (rec_dir / "pd2.json").write_text(json.dumps({"result": {"kd_diagnostics": {"iteration": [1], "kd/cka": [0.2]}}}))
     (rec_dir / "pd3.json").write_text(json.dumps({"result": {"run_dir": str(tmp_path / "gone")}}))
     lines = [cell("t", "no KD", "bev_map", measured=1.0, n_seeds=1, source=str(run)),
              cell("t", "PD", "bev_map", measured=1.0, n_seeds=2, source=f"{rec_dir / 'pd0.json'};{rec_dir / 'pd1.json'}"),
