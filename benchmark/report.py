@@ -487,7 +487,7 @@ def training_compute(tables):
     for tid, lines in tables.items():
         runs = dict.fromkeys(src for line in lines if line.get("source") and line.get("precision")
                              for src in line["source"].split(";"))
-        seconds, n, how = 0.0, 0, {}
+        seconds, n, how, intervals, wall = 0.0, 0, {}, [], 0.0
         for src in runs:
             run = Path(src)
             run = run if run.is_absolute() else REPO_ROOT / run
@@ -498,6 +498,10 @@ def training_compute(tables):
                 where = (_cpu_text(machine.get("cpu"), machine.get("capability"))
                          if rec.get("spec", {}).get("device", "cpu") == "cpu" else str(rec["spec"]["device"]))
                 threads, precision = res.get("threads", "?"), res.get("precision") or "?"
+                span = _run_span(rec)
+                if span is not None:
+                    intervals.append(span)
+                    wall += span[1] - span[0]
             else:
                 stats = run / "train_stats.json"
                 if not stats.is_file():
@@ -516,8 +520,36 @@ def training_compute(tables):
             key = f"{where}, {threads} thread(s), {precision}"
             how[key] = how.get(key, 0) + 1
         if n:
-            out.append((tid, {"trainings": n, "epoch_seconds": seconds, "how": how}))
+            out.append((tid, {"trainings": n, "epoch_seconds": seconds, "how": how, "timed": len(intervals),
+                              "wall_seconds": wall, "elapsed_seconds": _union_length(intervals)}))
     return out
+
+
+def _run_span(rec):
+    """``(start, end)`` in POSIX seconds of a run record's training command (its ``finished`` time minus
+    its ``result.seconds``, evaluations included), or None where either was not kept."""
+    import datetime
+
+    try:
+        end = datetime.datetime.strptime(rec["finished"], "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+        return end - float(rec["result"]["seconds"]), end
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _union_length(intervals):
+    """Total length of the union of ``(start, end)`` intervals: the wall time during which at least one of
+    the trainings ran (side-by-side trainings counted once, the pauses between sessions not at all)."""
+    total, reach = 0.0, None
+    for a, b in sorted(intervals):
+        if reach is None or a > reach:
+            total += b - a
+            reach = b
+        elif b > reach:
+            total += b - reach
+            reach = b
+    return total
 
 
 def _compute_text(tables):
@@ -526,11 +558,17 @@ def _compute_text(tables):
         return ""
     text = ("\n## Training compute\n\nSum of the epochs' wall seconds of every training behind a table's "
             "accuracy cells (each run once; evaluations not included; trainings that ran side by side overlap, "
-            "so the elapsed time is shorter), with how they computed.\n\n| table | trainings | epoch hours | "
-            "computed on (runs) |\n|---|---|---|---|\n")
+            "so the elapsed time is shorter), with how they computed. For the trainings taken from run records "
+            "(which keep when each finished and how long its command ran, evaluations included): the sum of "
+            "their commands' wall hours, and the elapsed hours during which at least one of them ran (the "
+            "union of their time spans: side-by-side trainings counted once, pauses between sessions not "
+            "at all).\n\n| table | trainings | epoch hours | timed by records | command hours | elapsed hours | "
+            "computed on (runs) |\n|---|---|---|---|---|---|---|\n")
     for tid, c in rows:
         how = "; ".join(f"{k} ({v})" for k, v in sorted(c["how"].items()))
-        text += f"| {tid} | {c['trainings']} | {c['epoch_seconds'] / 3600:.2f} | {how} |\n"
+        timed = (f"{c['timed']} | {c['wall_seconds'] / 3600:.2f} | {c['elapsed_seconds'] / 3600:.2f}" if c["timed"]
+                 else "0 | | ")
+        text += f"| {tid} | {c['trainings']} | {c['epoch_seconds'] / 3600:.2f} | {timed} | {how} |\n"
     return text
 
 

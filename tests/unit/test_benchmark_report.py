@@ -269,3 +269,26 @@ def test_kd_signal_decay_finds_where_the_ratio_stays_below_a_tenth_of_its_peak()
     alive = [{"iteration": i, "kd/grad_ratio": 1.0} for i in range(3)]
     assert report.kd_signal_decay(alive)["below_iteration"] is None
     assert report.kd_signal_decay([{"iteration": 1, "kd/cka": 0.5}]) is None
+
+
+def test_training_compute_times_the_whole_run_from_the_records_spans(tmp_path):
+    """Elapsed hours = the union of the records' [finished - seconds, finished] spans: two trainings side
+    by side count once, a pause between sessions not at all; command hours are their plain sum."""
+    import json
+
+    spans = {"a": ("2026-01-01T01:00:00Z", 3600.0), "b": ("2026-01-01T01:30:00Z", 3600.0),  # 00:00-01:00, 00:30-01:30
+             "c": ("2026-01-02T00:30:00Z", 1800.0)}  # the next day, 00:00-00:30
+    lines = []
+    for name, (finished, secs) in spans.items():
+        record = tmp_path / "records" / f"{name}.json"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"spec": {"device": "cpu"}, "machine": {"capability": "AVX2"}, "finished": finished,
+                                      "result": {"epochs": [{"seconds": secs - 60.0}], "seconds": secs,
+                                                 "threads": 1, "precision": "fp32"}}))
+        lines.append(cell("t", name, "bev_map", measured=1.0, n_seeds=1, source=str(record), precision="fp32"))
+    write_table_csv(tmp_path / "t.csv", lines)
+    [(tid, c)] = report.training_compute(report.read_csvs(tmp_path))
+    assert c["timed"] == 3 and c["wall_seconds"] == pytest.approx(9000.0)
+    assert c["elapsed_seconds"] == pytest.approx(1.5 * 3600 + 1800.0)
+    assert c["epoch_seconds"] == pytest.approx(9000.0 - 180.0)
+    assert "| t | 3 | 2.45 | 3 | 2.50 | 2.00 |" in report._compute_text(report.read_csvs(tmp_path))
