@@ -22,12 +22,13 @@ counts how many distinct teacher trainings a row's students distilled from (the 
 when it is more than one).
 
 A distilling training's record also keeps its KD diagnostics (:mod:`pcdet.kd.diagnostics`, from the
-run's ``train_stats.json``), thinned to :data:`DIAGNOSTICS_KEPT` evenly spaced steps at 4 significant
+run's ``train_stats.json``), at most :data:`DIAGNOSTICS_KEPT` evenly spaced steps at 4 significant
 digits, so that the report's diagnostics plot and table can be drawn on a machine that never held the run.
 
 ``python -m benchmark records --cache C --records DIR`` copies the finished trainings of an existing cache
 into records (for a run started without ``--records``), and adds the diagnostics to records written
-before they were kept, from the cache's run of the same hash when its weights are the recorded ones.
+before they were kept, from the run directory in C of the same hash whose final checkpoint holds the
+recorded weights.
 """
 import datetime
 import hashlib
@@ -43,8 +44,10 @@ RECORD_VERSION = 1
 RECORDED_KINDS = ("train",)
 
 
-#: how many of a run's KD diagnostic steps a record keeps (evenly spaced, first and last included)
-DIAGNOSTICS_KEPT = 80
+#: how many of a run's KD diagnostic steps a record keeps (evenly spaced, first and last included): a
+#: training of the paired preset logs 160 (every 20 of 3200 iterations), all kept, so that the report's
+#: figures drawn from a record equal those drawn from the run directory
+DIAGNOSTICS_KEPT = 200
 
 
 def kept_diagnostics(run_dir, kept=None):
@@ -62,7 +65,7 @@ def kept_diagnostics(run_dir, kept=None):
         return None
     if not steps:
         return None
-    kept = kept or DIAGNOSTICS_KEPT
+    kept = max(int(kept or DIAGNOSTICS_KEPT), 2)
     n = len(steps)
     chosen = [steps[i] for i in (sorted({round(i * (n - 1) / (kept - 1)) for i in range(kept)}) if n > kept
                                  else range(n))]
@@ -74,7 +77,7 @@ def kept_diagnostics(run_dir, kept=None):
 def diagnostics_steps(columns):
     """The steps (``[{name: value}]``, as ``train_stats.json`` lists them) of :func:`kept_diagnostics`' columns."""
     n = max((len(v) for v in columns.values()), default=0)
-    return [{k: v[i] for k, v in columns.items() if v[i] is not None} for i in range(n)]
+    return [{k: v[i] for k, v in columns.items() if i < len(v) and v[i] is not None} for i in range(n)]
 
 
 def config_sha1(config):
@@ -177,11 +180,10 @@ class RunRecords:
         if res.get("kd_diagnostics") or not res.get("weights_sha1"):
             return False
         ckpt = final_checkpoint(exp.folder)
-        if ckpt is None or weights_sha1(ckpt) != res["weights_sha1"]:
-            return False
-        local = json.loads((exp.folder / "result.json").read_text())
-        diagnostics = kept_diagnostics(local.get("run_dir"))
-        if not diagnostics:
+        # the diagnostics of the run directory whose checkpoint is checked (<run_dir>/ckpt/...), never the
+        # run_dir its result names, which may be another cache's path
+        diagnostics = kept_diagnostics(ckpt.parent.parent) if ckpt is not None else None
+        if not diagnostics or weights_sha1(ckpt) != res["weights_sha1"]:
             return False
         res["kd_diagnostics"] = diagnostics
         self._write(self.path(exp), rec)

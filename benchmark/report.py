@@ -424,27 +424,20 @@ DIAGNOSTIC_PANELS = (("bn_gamma_mean", "adapter BN scale (mean)"), ("bn_beta_mea
 
 
 def _run_diagnostics(source):
-    """The ``kd_diagnostics`` of one CSV source: a run directory (its ``train_stats.json``) or a run record
-    (:mod:`benchmark.records`; the thinned diagnostics it keeps, else the ``train_stats.json`` of the run
-    directory it names when that directory is on this machine). ``[]`` where none can be found."""
+    """The ``kd_diagnostics`` steps of one CSV source: a run directory (its ``train_stats.json``) or a run
+    record (:mod:`benchmark.records`, the diagnostics it keeps; a record without them gives none: the run
+    directory it names may hold another training of its spec, see ``records --cache``). ``[]`` where none."""
     import json
 
     from pcdet.utils.paths import REPO_ROOT
 
-    def resolve(p):
-        p = Path(p)
-        return p if p.is_absolute() else REPO_ROOT / p
-
-    run = resolve(source)
-    if run.suffix == ".json" and run.is_file():
+    run = Path(source)
+    run = run if run.is_absolute() else REPO_ROOT / run
+    if run.suffix == ".json":
         from benchmark.records import diagnostics_steps
 
-        result = json.loads(run.read_text()).get("result", {})
-        if result.get("kd_diagnostics"):
-            return diagnostics_steps(result["kd_diagnostics"])
-        if not result.get("run_dir"):
-            return []
-        run = resolve(result["run_dir"])
+        kept = json.loads(run.read_text()).get("result", {}).get("kd_diagnostics") if run.is_file() else None
+        return diagnostics_steps(kept) if kept else []
     stats = run / "train_stats.json"
     return json.loads(stats.read_text()).get("kd_diagnostics", []) if stats.is_file() else []
 
@@ -478,7 +471,10 @@ def training_compute(tables):
     (:mod:`benchmark.records`), each run once: the number of trainings,
     the sum of their epochs' wall seconds (evaluations not included; trainings that ran side by side
     overlap in time, so the elapsed time of the whole run is shorter), and how they computed (CPU
-    model and capability, or device; threads, precision)."""
+    model and capability, or device; threads, precision). The summary dict: ``trainings``,
+    ``epoch_seconds``, ``how`` ({how: count}), and for the trainings taken from run records ``timed`` (their
+    count), ``wall_seconds`` (the sum of their lengths, :func:`_run_span`) and ``elapsed_seconds`` (the
+    length of the union of their spans)."""
     import json
 
     from pcdet.utils.paths import REPO_ROOT
@@ -498,7 +494,7 @@ def training_compute(tables):
                 where = (_cpu_text(machine.get("cpu"), machine.get("capability"))
                          if rec.get("spec", {}).get("device", "cpu") == "cpu" else str(rec["spec"]["device"]))
                 threads, precision = res.get("threads", "?"), res.get("precision") or "?"
-                span = _run_span(rec)
+                span = _run_span(rec) if epochs else None
                 if span is not None:
                     intervals.append(span)
                     wall += span[1] - span[0]
@@ -526,14 +522,18 @@ def training_compute(tables):
 
 
 def _run_span(rec):
-    """``(start, end)`` in POSIX seconds of a run record's training command (its ``finished`` time minus
-    its ``result.seconds``, evaluations included), or None where either was not kept."""
+    """``(start, end)`` in POSIX seconds of a run record's training: its ``finished`` time (UTC) minus
+    its length, the command's ``result.seconds`` (evaluations included) or, where larger, the sum of its
+    epochs' seconds (a training resumed after an interruption times only its last command; its span then
+    stands for the time it trained, not the pause); None where either was not kept."""
     import datetime
 
     try:
         end = datetime.datetime.strptime(rec["finished"], "%Y-%m-%dT%H:%M:%SZ").replace(
             tzinfo=datetime.timezone.utc).timestamp()
-        return end - float(rec["result"]["seconds"]), end
+        res = rec["result"]
+        length = max(float(res["seconds"]), sum(float(e.get("seconds", 0.0)) for e in res.get("epochs") or []))
+        return end - length, end
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -572,17 +572,26 @@ def _compute_text(tables):
     return text
 
 
-def _series(records, name):
-    """``[(iteration, value)]`` of the diagnostic ``name`` (any level's ``<prefix>/<name>``), in step order."""
-    return [(rec["iteration"], v) for rec in records for f, v in rec.items() if f.endswith("/" + name)]
+def _levels(records, name):
+    """``{level: [(iteration, value)]}`` of the diagnostic ``name`` per distilled level (the ``<level>/``
+    prefix of its keys), in step order, values that are not finite left out."""
+    import math
+
+    out = {}
+    for rec in records:
+        for f, v in rec.items():
+            level, _, key = f.rpartition("/")
+            if key == name and isinstance(v, (int, float)) and math.isfinite(v):
+                out.setdefault(level, []).append((rec["iteration"], v))
+    return out
 
 
-def kd_signal_decay(records, fraction=0.1):
-    """When the KD signal of one run dies, from its ``grad_ratio`` diagnostic (|dL_kd/dF| / |dL_task/dF| at
-    the distilled feature): ``dict(first, peak, peak_iteration, last, below_iteration)``, ``below_iteration``
-    being the first iteration after the peak from which the ratio stays below ``fraction`` x its peak for
-    the rest of the run (None if it never does); None without the diagnostic."""
-    series = _series(records, "grad_ratio")
+def kd_signal_decay(series, fraction=0.1):
+    """When the KD signal of one distilled level dies, from its ``grad_ratio`` series (``[(iteration,
+    value)]``, :func:`_levels`; |dL_kd/dF| / |dL_task/dF| at the distilled feature): ``dict(first, peak,
+    peak_iteration, last, below_iteration)``, ``below_iteration`` being the first iteration after the peak
+    from which the ratio stays below ``fraction`` x its peak for the rest of the run (None if it never
+    does); None for an empty series. Only as fine as the logged steps."""
     if not series:
         return None
     k_peak = max(range(len(series)), key=lambda i: series[i][1])
@@ -597,29 +606,27 @@ def kd_signal_decay(records, fraction=0.1):
 
 
 def diagnostics_text(tables, all_tables=None):
-    from benchmark.records import DIAGNOSTICS_KEPT
-
-    runs = diagnostics_runs(tables, all_tables)
-    rows = [(label, kd_signal_decay(records), _series(records, "cka"), _series(records, "s_active"))
-            for label, records in runs]
-    rows = [r for r in rows if r[1]]
-    if not rows:
+    """The "when the KD signal dies" table: one line per run and distilled level (:func:`kd_signal_decay`)."""
+    lines = []
+    for label, records in diagnostics_runs(tables, all_tables):
+        ratio, cka, act = (_levels(records, k) for k in ("grad_ratio", "cka", "s_active"))
+        for level, series in ratio.items():
+            d = kd_signal_decay(series)
+            name = label if len(ratio) == 1 else f"{label} [{level}]"
+            below = "never" if d["below_iteration"] is None else f"iteration {d['below_iteration']}"
+            last = [f"{x[level][-1][1]:.3f}" if x.get(level) else "" for x in (cka, act)]
+            lines.append(f"| {name} | {d['first']:.3g} | {d['peak']:.3g} ({d['peak_iteration']}) | {d['last']:.3g} | "
+                         f"{below} | {last[0]} | {last[1]} |\n")
+    if not lines:
         return ""
-    text = ("\n## When the KD signal dies (diagnostics of the lowest-seed run of each PointDistiller arm)\n\n"
+    return ("\n## When the KD signal dies (diagnostics of the lowest-seed run of each PointDistiller arm)\n\n"
             "Ratio of the KD to the task gradient norm at the distilled feature: at the first logged step, at "
             "its peak, at the last step, and the first iteration after the peak from which it stays below a "
-            "tenth of its peak; linear CKA between teacher and student graph features and the student "
-            "adapter's active-ReLU fraction at the last step. From the logged steps the run's record keeps "
-            f"(at most {DIAGNOSTICS_KEPT}, evenly spaced: benchmark.records), else its train_stats.json.\n\n"
+            "tenth of its peak (as fine as the logged steps); linear CKA between teacher and student graph "
+            "features and the student adapter's active-ReLU fraction at the last step; one line per distilled "
+            "level.\n\n"
             "| run | ratio first | peak (iteration) | last | below peak/10 from | CKA last | student active last |\n"
-            "|---|---|---|---|---|---|---|\n")
-    for label, d, cka, act in rows:
-        below = "never" if d["below_iteration"] is None else f"iteration {d['below_iteration']}"
-        cka_s = f"{cka[-1][1]:.3f}" if cka else ""
-        act_s = f"{act[-1][1]:.3f}" if act else ""
-        text += (f"| {label} | {d['first']:.3g} | {d['peak']:.3g} ({d['peak_iteration']}) | {d['last']:.3g} | "
-                 f"{below} | {cka_s} | {act_s} |\n")
-    return text
+            "|---|---|---|---|---|---|---|\n") + "".join(lines)
 
 
 def _plot_diagnostics(tables, path, plt, all_tables=None):
@@ -630,13 +637,16 @@ def _plot_diagnostics(tables, path, plt, all_tables=None):
     for ax, (key, title) in zip(axes.ravel(), DIAGNOSTIC_PANELS):
         for k, (label, records) in enumerate(runs):
             for side, ls in (("t_", "-"), ("s_", "--"), ("", "-")):
-                name = side + key
-                xs = [rec["iteration"] for rec in records for f, v in rec.items() if f.endswith("/" + name)]
-                ys = [v for rec in records for f, v in rec.items() if f.endswith("/" + name)]
-                if xs and (side or key in ("cka", "grad_ratio", "ess")):
-                    # earlier arms drawn wider, so that two arms with equal curves (phi of equal tau) both show
-                    ax.plot(xs, ys, ls, color=f"C{k}", lw=1 + 1.2 * (len(runs) - 1 - k), alpha=0.85,
-                            label=f"{label}{' teacher side' if side == 't_' else ' student side' if side == 's_' else ''}")
+                levels = _levels(records, side + key)
+                if not levels or not (side or key in ("cka", "grad_ratio", "ess")):
+                    continue
+                for j, (level, series) in enumerate(levels.items()):
+                    where = ' teacher side' if side == 't_' else ' student side' if side == 's_' else ''
+                    # earlier arms drawn wider (capped), so that two arms with equal curves (phi of equal
+                    # tau) both show; a second distilled level dotted
+                    ax.plot([x for x, _ in series], [y for _, y in series], ls if j == 0 else ":", color=f"C{k}",
+                            lw=1 + 0.8 * min(len(runs) - 1 - k, 3), alpha=0.85,
+                            label=f"{label}{where}" + (f" [{level}]" if len(levels) > 1 else ""))
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("iteration", fontsize=7)
         ax.tick_params(labelsize=6)

@@ -182,6 +182,11 @@ def test_a_record_keeps_the_runs_kd_diagnostics_thinned(tmp_path, monkeypatch, f
     assert kept["iteration"] == [1, 3, 5, 7, 9] and kept["step"] == [0, 2, 4, 6, 8]
     assert kept["kd/cka"] == [0.3333, 0.2, 0.1429, 0.1111, 0.09091] and "kd/t_bn_gamma_min" not in kept
     assert rec.diagnostics_steps(kept)[1] == {"step": 2, "iteration": 3, "kd/cka": 0.2}
+    (first.run_dir / "train_stats.json").write_text(json.dumps({"kd_diagnostics": _diagnostics(10)}))
+    assert rec.kept_diagnostics(first.run_dir, 4)["step"] == [0, 3, 6, 9]  # rounded positions, ends kept
+    assert rec.kept_diagnostics(first.run_dir, 1)["step"] == [0, 9]
+    assert rec.kept_diagnostics(first.run_dir, 20)["step"] == list(range(10))
+    assert rec.diagnostics_steps({"a": [1, 2], "b": [3]}) == [{"a": 1, "b": 3}, {"a": 2}]
 
 
 def test_export_adds_diagnostics_to_old_records_only_from_the_recorded_training(tmp_path, fake_execute):
@@ -205,3 +210,23 @@ def test_export_adds_diagnostics_to_old_records_only_from_the_recorded_training(
     assert got["result"]["kd_diagnostics"]["iteration"] == [1, 2, 3]
     assert {k: v for k, v in got["result"].items() if k != "kd_diagnostics"} == saved["result"]
     assert got["hash"] == saved["hash"] and got["finished"] == saved["finished"]
+
+
+def test_export_takes_the_diagnostics_of_the_checked_folder_not_the_run_dir_its_result_names(tmp_path, fake_execute):
+    """A copied cache whose result.json names another cache's run directory: the diagnostics come from
+    the folder whose checkpoint was checked against the record."""
+    cache, store = tmp_path / "cache", tmp_path / "records"
+    student = _train(cache, store)
+    student.run(log=lambda m: None)
+    path = store / "train" / f"student-{student.hash}.json"
+    (student.run_dir / "train_stats.json").write_text(json.dumps({"kd_diagnostics": _diagnostics(2)}))
+    other = tmp_path / "other_run"  # e.g. this machine's own training of the spec, elsewhere
+    other.mkdir()
+    (other / "train_stats.json").write_text(json.dumps({"kd_diagnostics": _diagnostics(7)}))
+    res = json.loads(student.result_file.read_text())
+    student.result_file.write_text(json.dumps(dict(res, run_dir=str(other))))
+    saved = json.loads(path.read_text())
+    saved["result"].pop("kd_diagnostics", None)
+    path.write_text(json.dumps(saved))
+    rec.export_cache(cache, store, log=lambda m: None)
+    assert json.loads(path.read_text())["result"]["kd_diagnostics"]["iteration"] == [1, 2]

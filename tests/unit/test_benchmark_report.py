@@ -232,10 +232,11 @@ def test_training_compute_reads_run_records_too(tmp_path):
     assert c["how"] == {"AMD EPYC (CPU AVX512), 1 thread(s), fp32": 1}
 
 
-def test_diagnostics_come_from_the_run_a_record_names_or_the_record_itself(tmp_path):
-    """The diagnostics plot takes the lowest-seed run of each PointDistiller row; a cell whose source is a
-    run record is followed to the run directory the record names (on the machine that trained it), and a
-    record that keeps the diagnostics itself is read directly; a source with neither gives no curve."""
+def test_diagnostics_come_from_the_run_directory_or_the_record_itself(tmp_path):
+    """The diagnostics plot takes the lowest-seed run of each PointDistiller row: a run directory's
+    train_stats.json, or the diagnostics a run record keeps (by column, read back as steps); a record
+    without them gives no curve, even where the run directory it names exists here (it may hold another
+    training of the spec)."""
     import json
 
     spec = {"t": {"ID": "t", "ROWS": [{"NAME": "no KD", "MODEL": "s"},
@@ -248,12 +249,10 @@ def test_diagnostics_come_from_the_run_a_record_names_or_the_record_itself(tmp_p
     (run / "train_stats.json").write_text(json.dumps({"epochs": [], "kd_diagnostics": diag}))
     rec_dir = tmp_path / "records"
     rec_dir.mkdir()
-    (rec_dir / "pd0.json").write_text(json.dumps({"result": {"run_dir": str(run)}}))
-    (rec_dir / "pd1.json").write_text(json.dumps({"result": {"run_dir": str(tmp_path / "elsewhere")}}))
     (rec_dir / "pd2.json").write_text(json.dumps({"result": {"kd_diagnostics": {"iteration": [1], "kd/cka": [0.2]}}}))
-    (rec_dir / "pd3.json").write_text(json.dumps({"result": {"run_dir": str(tmp_path / "gone")}}))
+    (rec_dir / "pd3.json").write_text(json.dumps({"result": {"run_dir": str(run)}}))
     lines = [cell("t", "no KD", "bev_map", measured=1.0, n_seeds=1, source=str(run)),
-             cell("t", "PD", "bev_map", measured=1.0, n_seeds=2, source=f"{rec_dir / 'pd0.json'};{rec_dir / 'pd1.json'}"),
+             cell("t", "PD", "bev_map", measured=1.0, n_seeds=2, source=f"{run};{rec_dir / 'pd3.json'}"),
              cell("t", "PD2", "bev_map", measured=1.0, n_seeds=1, source=str(rec_dir / "pd2.json")),
              cell("t", "PD3", "bev_map", measured=1.0, n_seeds=1, source=str(rec_dir / "pd3.json"))]
     write_table_csv(tmp_path / "t.csv", lines)
@@ -263,12 +262,31 @@ def test_diagnostics_come_from_the_run_a_record_names_or_the_record_itself(tmp_p
 
 def test_kd_signal_decay_finds_where_the_ratio_stays_below_a_tenth_of_its_peak():
     ratios = [0.2, 1.0, 0.5, 0.05, 0.2, 0.08, 0.01, 0.02]  # falls below 0.1 at step 4 but rises again
-    records = [{"iteration": 10 * (i + 1), "kd/grad_ratio": r} for i, r in enumerate(ratios)]
-    d = report.kd_signal_decay(records)
+    series = [(10 * (i + 1), r) for i, r in enumerate(ratios)]
+    d = report.kd_signal_decay(series)
     assert d == {"first": 0.2, "peak": 1.0, "peak_iteration": 20, "last": 0.02, "below_iteration": 60}
-    alive = [{"iteration": i, "kd/grad_ratio": 1.0} for i in range(3)]
-    assert report.kd_signal_decay(alive)["below_iteration"] is None
-    assert report.kd_signal_decay([{"iteration": 1, "kd/cka": 0.5}]) is None
+    assert report.kd_signal_decay([(i, 1.0) for i in range(3)])["below_iteration"] is None
+    assert report.kd_signal_decay([]) is None
+
+
+def test_diagnostics_table_has_a_line_per_level_and_ignores_non_finite_ratios(tmp_path):
+    """Two distilled levels give two lines (never one series of both); an infinite ratio (zero task
+    gradient) is not taken for the peak."""
+    import json
+
+    steps = [{"iteration": 1, "a/grad_ratio": 1.0, "b/grad_ratio": float("inf"), "a/cka": 0.5, "b/cka": 0.7},
+             {"iteration": 2, "a/grad_ratio": 0.01, "b/grad_ratio": 2.0, "a/cka": 0.6, "b/cka": 0.8,
+              "b/s_active": 0.4},
+             {"iteration": 3, "a/grad_ratio": 0.02, "b/grad_ratio": 1.5}]
+    assert report._levels(steps, "grad_ratio") == {"a": [(1, 1.0), (2, 0.01), (3, 0.02)], "b": [(2, 2.0), (3, 1.5)]}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_stats.json").write_text(json.dumps({"kd_diagnostics": steps}))
+    write_table_csv(tmp_path / "t.csv", [cell("t", "PD", "bev_map", measured=1.0, n_seeds=1, source=str(run))])
+    spec = {"t": {"ID": "t", "ROWS": [{"NAME": "PD", "MODEL": "s", "KD": "pointdistiller"}]}}
+    text = report.diagnostics_text(report.read_csvs(tmp_path), spec)
+    assert "| t: PD [a] | 1 | 1 (1) | 0.02 | iteration 2 | 0.600 |  |" in text
+    assert "| t: PD [b] | 2 | 2 (2) | 1.5 | never | 0.800 | 0.400 |" in text
 
 
 def test_training_compute_times_the_whole_run_from_the_records_spans(tmp_path):
