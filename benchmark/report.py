@@ -17,6 +17,8 @@ Statistics of a KD gain (:func:`gain_statistics`): with per-seed values (the ``s
 columns) the paired t test on the seed-matched differences, its 95% confidence interval and p;
 Welch's t on the two rows as a secondary test; Holm's step-down correction of the paired p values
 across the KD rows of a table (per metric), a row measured by the same runs as another counted once.
+Where a table's seed pairs trained on different CPUs (:func:`cpu_pairing`, from the run records or run
+directories of each seed), the paired gain is also given over the same-CPU and the cross-CPU pairs.
 Nothing is computed here that the CSVs do not hold.
 """
 import csv
@@ -521,6 +523,117 @@ def training_compute(tables):
     return out
 
 
+def source_cpu(src):
+    """The CPU one CSV source trained on (:func:`_cpu_text`): from a run record's ``machine``, or from a run
+    directory's ``train_stats.json`` (``run.cpu``); the device's name for a non-CPU training; None where
+    neither was kept."""
+    import json
+
+    from pcdet.utils.paths import REPO_ROOT
+
+    run = Path(src)
+    run = run if run.is_absolute() else REPO_ROOT / run
+    try:
+        if run.suffix == ".json" and run.is_file():
+            rec = json.loads(run.read_text())
+            machine = rec.get("machine") or {}
+            if rec.get("spec", {}).get("device", "cpu") != "cpu":
+                return str(rec["spec"]["device"])
+            return _cpu_text(machine.get("cpu"), machine.get("capability")) if machine else None
+        stats = run / "train_stats.json"
+        if stats.is_file():
+            info = json.loads(stats.read_text()).get("run", {})
+            if info.get("device", "cpu") != "cpu":
+                return str(info.get("device"))
+            cpu = info.get("cpu") or {}
+            return _cpu_text(cpu.get("model"), cpu.get("capability")) if cpu else None
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def per_seed_source(line):
+    """``{seed: source}`` of a CSV line whose ``source`` names one run per seed, in the order of its
+    ``seeds`` column (a trailing note such as "distilled from 2 trainings of the same teacher spec" is not
+    a run); ``{}`` where the counts differ."""
+    seeds = [int(s) for s in (line.get("seeds") or "").split(";") if s != ""]
+    runs = [s for s in (line.get("source") or "").split(";") if s and not s.startswith("distilled from ")]
+    return dict(zip(seeds, runs)) if seeds and len(seeds) == len(runs) else {}
+
+
+def cpu_pairing(tables, all_tables=None):
+    """Per KD row with per-seed values, the CPUs its seed pairs trained on: ``[(table, row, metric,
+    {"same": [seeds], "cross": {(kd cpu, no-KD cpu): [seeds]}, "unknown": [seeds], "same_t": paired_t over
+    the same-CPU pairs, "cross_t": paired_t over the cross-CPU ones})]``, only for tables where some pair
+    crossed CPUs. Float rounding differs between CPU kernels, so a training of one seed on two CPUs gives
+    two different students; a pair split across CPUs carries that difference on top of the KD effect
+    (noise if the CPUs have no systematic effect on the score, bias if they have)."""
+    out = []
+    for tid, spec, piv in _with_specs(tables, all_tables):
+        base = {r["MODEL"]: r["NAME"] for r in spec["ROWS"] if not r.get("KD") and not r.get("TEACHER")}
+        found = []
+        for r in spec["ROWS"]:
+            if not r.get("KD") or r.get("MODEL") not in base:
+                continue
+            for metric in PRIMARY_METRICS:
+                kd_line, ref = piv.get(r["NAME"], {}).get(metric), piv.get(base[r["MODEL"]], {}).get(metric)
+                if not kd_line or not ref:
+                    continue
+                kd_v, ref_v = per_seed(kd_line), per_seed(ref)
+                kd_src, ref_src = per_seed_source(kd_line), per_seed_source(ref)
+                common = sorted(set(kd_v) & set(ref_v))
+                if len(common) < 2:
+                    continue
+                pairs = {"same": [], "cross": {}, "unknown": []}
+                for s in common:
+                    a = source_cpu(kd_src[s]) if s in kd_src else None
+                    b = source_cpu(ref_src[s]) if s in ref_src else None
+                    if a is None or b is None:
+                        pairs["unknown"].append(s)
+                    elif a == b:
+                        pairs["same"].append(s)
+                    else:
+                        pairs["cross"].setdefault((a, b), []).append(s)
+                cross = sorted(s for seeds in pairs["cross"].values() for s in seeds)
+                pairs["same_t"] = paired_t({s: kd_v[s] for s in pairs["same"]}, ref_v)
+                pairs["cross_t"] = paired_t({s: kd_v[s] for s in cross}, ref_v)
+                found.append((tid, r["NAME"], metric, pairs))
+        if any(p["cross"] for *_, p in found):
+            out.extend(found)
+    return out
+
+
+def _t_text(pt, seeds):
+    if not seeds:
+        return "none"
+    head = f"seeds {','.join(str(s) for s in seeds)}"
+    if pt is None:
+        return f"{head}: one pair, no interval"
+    return f"{head}: {pt['mean']:+.2f} [{pt['ci'][0]:+.2f}, {pt['ci'][1]:+.2f}] (n={pt['n']}), p {pt['p']:.3f}"
+
+
+def cpu_pairing_text(tables, all_tables=None):
+    rows = cpu_pairing(tables, all_tables)
+    if not rows:
+        return ""
+    text = ("\n## CPUs of the seed pairs\n\nThe paired arms of a seed trained on different CPUs where a "
+            "table's runs came from several machines. The float rounding of two CPUs' kernels differs, so "
+            "the same seed's training gives two different students: a pair split across CPUs carries that "
+            "difference on top of the KD effect. The paired gain over the same-CPU pairs is free of it "
+            "(but rests on fewer seeds); the gain over the cross-CPU pairs is not. A systematic difference "
+            "between the two would point to a CPU effect on the score.\n\n"
+            "| table | row | metric | same-CPU pairs: gain [95% CI] | cross-CPU pairs (KD arm / no-KD arm) | "
+            "cross-CPU pairs: gain [95% CI] |\n|---|---|---|---|---|---|\n")
+    for tid, row, metric, p in rows:
+        cross = sorted(s for seeds in p["cross"].values() for s in seeds)
+        where = "; ".join(f"{a} / {b}: {len(seeds)}" for (a, b), seeds in sorted(p["cross"].items()))
+        if p["unknown"]:
+            where += f"; CPU not kept: {len(p['unknown'])}"
+        text += (f"| {tid} | {row} | {metric} | {_t_text(p['same_t'], p['same'])} | {where} | "
+                 f"{_t_text(p['cross_t'], cross)} |\n")
+    return text
+
+
 def _run_span(rec):
     """``(start, end)`` in POSIX seconds of a run record's training: its ``finished`` time (UTC) minus
     its length, the command's ``result.seconds`` (evaluations included) or, where larger, the sum of its
@@ -689,6 +802,7 @@ def write_report(out):
             text += (f"| {t} | {n} | {m} | {'' if g is None else f'{g:+.2f}'} | {pt_s} {w_s} "
                      f"{'' if p is None else f'{p:+.2f}'} |\n")
     text += gate_text(tables)
+    text += cpu_pairing_text(tables)
     text += _compute_text(tables)
     text += diagnostics_text(tables)
     for t, metric, ranked, tau in method_rankings(tables):

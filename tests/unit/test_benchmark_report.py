@@ -310,3 +310,47 @@ def test_training_compute_times_the_whole_run_from_the_records_spans(tmp_path):
     assert c["elapsed_seconds"] == pytest.approx(1.5 * 3600 + 1800.0)
     assert c["epoch_seconds"] == pytest.approx(9000.0 - 180.0)
     assert "| t | 3 | 2.45 | 3 | 2.50 | 2.00 |" in report._compute_text(report.read_csvs(tmp_path))
+
+
+def test_cpu_pairing_splits_the_paired_gain_by_where_each_seed_pair_trained(tmp_path):
+    """Seed pairs whose two arms trained on different CPUs (from the run records each seed's source names)
+    are counted apart, with the paired gain over each subset; one-CPU tables get no such section."""
+    import json
+
+    spec = {"t": {"ID": "t", "ROWS": [{"NAME": "no KD", "MODEL": "small", "KD": None},
+                                      {"NAME": "A", "MODEL": "small", "KD": "a"}]}}
+    cpus = {("no KD", 0): "X", ("no KD", 1): "X", ("no KD", 2): "Y", ("no KD", 3): "Y",
+            ("A", 0): "X", ("A", 1): "X", ("A", 2): "X", ("A", 3): "X"}
+    values = {"no KD": [10.0, 11.0, 12.0, 13.0], "A": [11.0, 13.0, 12.5, 13.5]}
+
+    def write(cpu_of):
+        lines = []
+        for row, vals in values.items():
+            sources = []
+            for seed in range(4):
+                rec = tmp_path / "records" / f"{row.replace(' ', '_')}-{seed}.json"
+                rec.parent.mkdir(parents=True, exist_ok=True)
+                rec.write_text(json.dumps({"spec": {"device": "cpu"}, "machine": {"cpu": cpu_of[row, seed],
+                                                                                  "capability": "AVX512"},
+                                           "result": {}}))
+                sources.append(str(rec))
+            if row == "A":
+                sources.append("distilled from 2 trainings of the same teacher spec")
+            lines.append(cell("t", row, "bev_map", measured=sum(vals) / 4, measured_std=1.0, n_seeds=4,
+                              seeds=list(range(4)), values=vals, source=sources))
+        write_table_csv(tmp_path / "t.csv", lines)
+        return report.read_csvs(tmp_path)
+
+    [(tid, row, metric, p)] = report.cpu_pairing(write(cpus), spec)
+    assert (tid, row, metric) == ("t", "A", "bev_map")
+    assert p["same"] == [0, 1] and p["unknown"] == []
+    assert p["cross"] == {("X (CPU AVX512)", "Y (CPU AVX512)"): [2, 3]}
+    # same-CPU differences 1.0 and 2.0, cross-CPU differences 0.5 and 0.5
+    assert p["same_t"]["n"] == 2 and p["same_t"]["mean"] == pytest.approx(1.5)
+    assert p["cross_t"]["mean"] == pytest.approx(0.5) and p["cross_t"]["sd"] == pytest.approx(0.0)
+    text = report.cpu_pairing_text(report.read_csvs(tmp_path), spec)
+    assert "| t | A | bev_map | seeds 0,1: +1.50 [" in text
+    assert "X (CPU AVX512) / Y (CPU AVX512): 2 | seeds 2,3: +0.50" in text
+    # every pair on one CPU: nothing to say
+    assert report.cpu_pairing(write({k: "X" for k in cpus}), spec) == []
+    assert report.cpu_pairing_text(report.read_csvs(tmp_path), spec) == ""
