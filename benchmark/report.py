@@ -525,8 +525,9 @@ def training_compute(tables):
 
 def source_cpu(src):
     """The CPU one CSV source trained on (:func:`_cpu_text`): from a run record's ``machine``, or from a run
-    directory's ``train_stats.json`` (``run.cpu``); the device's name for a non-CPU training; None where
-    neither was kept."""
+    directory's ``train_stats.json`` (``run.cpu``). None where the CPU's model name was not kept (a
+    capability alone does not tell two CPUs apart) and for a training on another device (records keep
+    the CPU only, not the accelerator's model)."""
     import json
 
     from pcdet.utils.paths import REPO_ROOT
@@ -536,17 +537,17 @@ def source_cpu(src):
     try:
         if run.suffix == ".json" and run.is_file():
             rec = json.loads(run.read_text())
-            machine = rec.get("machine") or {}
             if rec.get("spec", {}).get("device", "cpu") != "cpu":
-                return str(rec["spec"]["device"])
-            return _cpu_text(machine.get("cpu"), machine.get("capability")) if machine else None
+                return None
+            machine = rec.get("machine") or {}
+            return _cpu_text(machine["cpu"], machine.get("capability")) if machine.get("cpu") else None
         stats = run / "train_stats.json"
         if stats.is_file():
             info = json.loads(stats.read_text()).get("run", {})
             if info.get("device", "cpu") != "cpu":
-                return str(info.get("device"))
+                return None
             cpu = info.get("cpu") or {}
-            return _cpu_text(cpu.get("model"), cpu.get("capability")) if cpu else None
+            return _cpu_text(cpu["model"], cpu.get("capability")) if cpu.get("model") else None
     except (OSError, ValueError):
         return None
     return None
@@ -563,19 +564,26 @@ def per_seed_source(line):
 
 def cpu_pairing(tables, all_tables=None):
     """Per KD row with per-seed values, the CPUs its seed pairs trained on: ``[(table, row, metric,
-    {"same": [seeds], "cross": {(kd cpu, no-KD cpu): [seeds]}, "unknown": [seeds], "same_t": paired_t over
-    the same-CPU pairs, "cross_t": paired_t over the cross-CPU ones})]``, only for tables where some pair
-    crossed CPUs. Float rounding differs between CPU kernels, so a training of one seed on two CPUs gives
-    two different students; a pair split across CPUs carries that difference on top of the KD effect
-    (noise if the CPUs have no systematic effect on the score, bias if they have)."""
+    {"same": [seeds], "cross": {(kd cpu, no-KD cpu): [seeds]}, "unknown": [seeds], "diffs": {seed: KD minus
+    no KD}, "same_t": paired_t over the same-CPU pairs, "cross_t": paired_t over the cross-CPU ones,
+    "split": welch_t of the cross-CPU against the same-CPU differences})]``, only for tables where some
+    pair crossed CPUs; a row measured by the same runs as an earlier one (:func:`same_runs_as`) is
+    listed once. Two trainings are on the same CPU when their CPU's reported model name and torch
+    capability agree (:func:`source_cpu`; a generic name such as "Intel(R) Xeon(R) Processor" covers
+    several models); the machine of the KD arm's teacher is not counted. Float rounding differs between
+    CPU kernels, so a training of one seed on two CPUs gives two different students; a pair split
+    across CPUs carries that difference on top of the KD effect (noise if the CPUs have no systematic
+    effect on the score, bias if they have)."""
     out = []
     for tid, spec, piv in _with_specs(tables, all_tables):
         base = {r["MODEL"]: r["NAME"] for r in spec["ROWS"] if not r.get("KD") and not r.get("TEACHER")}
+        kd_rows = [r["NAME"] for r in spec["ROWS"] if r.get("KD") and r.get("MODEL") in base]
+        repeated = {metric: same_runs_as(piv, kd_rows, metric) for metric in PRIMARY_METRICS}
         found = []
         for r in spec["ROWS"]:
-            if not r.get("KD") or r.get("MODEL") not in base:
-                continue
             for metric in PRIMARY_METRICS:
+                if r["NAME"] not in kd_rows or r["NAME"] in repeated[metric]:
+                    continue
                 kd_line, ref = piv.get(r["NAME"], {}).get(metric), piv.get(base[r["MODEL"]], {}).get(metric)
                 if not kd_line or not ref:
                     continue
@@ -584,7 +592,7 @@ def cpu_pairing(tables, all_tables=None):
                 common = sorted(set(kd_v) & set(ref_v))
                 if len(common) < 2:
                     continue
-                pairs = {"same": [], "cross": {}, "unknown": []}
+                pairs = {"same": [], "cross": {}, "unknown": [], "diffs": {s: kd_v[s] - ref_v[s] for s in common}}
                 for s in common:
                     a = source_cpu(kd_src[s]) if s in kd_src else None
                     b = source_cpu(ref_src[s]) if s in ref_src else None
@@ -597,22 +605,28 @@ def cpu_pairing(tables, all_tables=None):
                 cross = sorted(s for seeds in pairs["cross"].values() for s in seeds)
                 pairs["same_t"] = paired_t({s: kd_v[s] for s in pairs["same"]}, ref_v)
                 pairs["cross_t"] = paired_t({s: kd_v[s] for s in cross}, ref_v)
+                st, ct = pairs["same_t"], pairs["cross_t"]
+                pairs["split"] = (welch_t(ct["mean"], ct["sd"], ct["n"], st["mean"], st["sd"], st["n"])
+                                  if st and ct else None)
                 found.append((tid, r["NAME"], metric, pairs))
         if any(p["cross"] for *_, p in found):
             out.extend(found)
     return out
 
 
-def _t_text(pt, seeds):
+def _t_text(pt, seeds, diffs):
+    """One subset of seed pairs: its seeds and paired gain with 95% CI and uncorrected p, or the one
+    pair's difference."""
     if not seeds:
         return "none"
     head = f"seeds {','.join(str(s) for s in seeds)}"
     if pt is None:
-        return f"{head}: one pair, no interval"
+        return f"{head}: {diffs[seeds[0]]:+.2f} (one pair, no interval)"
     return f"{head}: {pt['mean']:+.2f} [{pt['ci'][0]:+.2f}, {pt['ci'][1]:+.2f}] (n={pt['n']}), p {pt['p']:.3f}"
 
 
 def cpu_pairing_text(tables, all_tables=None):
+    """The report section of :func:`cpu_pairing` ("" where no table has a cross-CPU pair)."""
     rows = cpu_pairing(tables, all_tables)
     if not rows:
         return ""
@@ -620,17 +634,31 @@ def cpu_pairing_text(tables, all_tables=None):
             "table's runs came from several machines. The float rounding of two CPUs' kernels differs, so "
             "the same seed's training gives two different students: a pair split across CPUs carries that "
             "difference on top of the KD effect. The paired gain over the same-CPU pairs is free of it "
-            "(but rests on fewer seeds); the gain over the cross-CPU pairs is not. A systematic difference "
-            "between the two would point to a CPU effect on the score.\n\n"
+            "(but rests on fewer seeds); the gain over the cross-CPU pairs is not. \"Same CPU\" means the "
+            "same reported model name and torch capability (a generic name may cover several models); the "
+            "machine that trained the KD arm's teacher is not counted. The last column tests the "
+            "cross-CPU against the same-CPU differences (Welch's t): a difference there would point to a "
+            "CPU effect on the score, though the two subsets also differ by seed and few pairs see only a "
+            "large one. p values here are not corrected for multiple rows.\n\n"
             "| table | row | metric | same-CPU pairs: gain [95% CI] | cross-CPU pairs (KD arm / no-KD arm) | "
-            "cross-CPU pairs: gain [95% CI] |\n|---|---|---|---|---|---|\n")
+            "cross-CPU pairs: gain [95% CI] | cross minus same: Welch t (df), p |\n|---|---|---|---|---|---|---|\n")
+    confounded = {}
     for tid, row, metric, p in rows:
         cross = sorted(s for seeds in p["cross"].values() for s in seeds)
-        where = "; ".join(f"{a} / {b}: {len(seeds)}" for (a, b), seeds in sorted(p["cross"].items()))
+        where = [f"{a} / {b}: {len(seeds)}" for (a, b), seeds in sorted(p["cross"].items())]
         if p["unknown"]:
-            where += f"; CPU not kept: {len(p['unknown'])}"
-        text += (f"| {tid} | {row} | {metric} | {_t_text(p['same_t'], p['same'])} | {where} | "
-                 f"{_t_text(p['cross_t'], cross)} |\n")
+            where.append(f"CPU not kept: {len(p['unknown'])}")
+        split = (f"{p['split'][0]:+.2f} ({p['split'][1]:.1f}), {p['split'][2]:.3f}" if p["split"]
+                 else "needs 2 pairs on each side")
+        text += (f"| {tid} | {row} | {metric} | {_t_text(p['same_t'], p['same'], p['diffs'])} | "
+                 f"{'; '.join(where) or 'none'} | {_t_text(p['cross_t'], cross, p['diffs'])} | {split} |\n")
+        if not p["same"] and not p["unknown"] and len(p["cross"]) == 1:
+            confounded.setdefault(f"{tid} / {row}", []).append(metric)
+    if confounded:
+        text += ("\nNo same-CPU pair, and every pair split the same way (one CPU for the KD arm, another for "
+                 "no KD): there the CPU is confounded with the arm, so the gain cannot be told apart from a "
+                 "systematic CPU effect (only a retraining of some seeds on the other CPU can bound that): "
+                 + "; ".join(f"{k} ({', '.join(v)})" for k, v in confounded.items()) + ".\n")
     return text
 
 

@@ -314,20 +314,21 @@ def test_training_compute_times_the_whole_run_from_the_records_spans(tmp_path):
 
 def test_cpu_pairing_splits_the_paired_gain_by_where_each_seed_pair_trained(tmp_path):
     """Seed pairs whose two arms trained on different CPUs (from the run records each seed's source names)
-    are counted apart, with the paired gain over each subset; one-CPU tables get no such section."""
+    are counted apart, with the paired gain over each subset and Welch's t between them; a CPU without
+    its model name is unknown; one-CPU tables get no such section."""
     import json
 
     spec = {"t": {"ID": "t", "ROWS": [{"NAME": "no KD", "MODEL": "small", "KD": None},
                                       {"NAME": "A", "MODEL": "small", "KD": "a"}]}}
-    cpus = {("no KD", 0): "X", ("no KD", 1): "X", ("no KD", 2): "Y", ("no KD", 3): "Y",
+    cpus = {("no KD", 0): "X", ("no KD", 1): "X", ("no KD", 2): "Y", ("no KD", 3): "Y", ("no KD", 4): "Y",
             ("A", 0): "X", ("A", 1): "X", ("A", 2): "X", ("A", 3): "X"}
-    values = {"no KD": [10.0, 11.0, 12.0, 13.0], "A": [11.0, 13.0, 12.5, 13.5]}
+    values = {"no KD": [10.0, 11.0, 12.0, 13.0, 9.0], "A": [11.0, 13.0, 12.5, 13.5]}
 
     def write(cpu_of):
         lines = []
         for row, vals in values.items():
             sources = []
-            for seed in range(4):
+            for seed in range(len(vals)):
                 rec = tmp_path / "records" / f"{row.replace(' ', '_')}-{seed}.json"
                 rec.parent.mkdir(parents=True, exist_ok=True)
                 rec.write_text(json.dumps({"spec": {"device": "cpu"}, "machine": {"cpu": cpu_of[row, seed],
@@ -336,21 +337,38 @@ def test_cpu_pairing_splits_the_paired_gain_by_where_each_seed_pair_trained(tmp_
                 sources.append(str(rec))
             if row == "A":
                 sources.append("distilled from 2 trainings of the same teacher spec")
-            lines.append(cell("t", row, "bev_map", measured=sum(vals) / 4, measured_std=1.0, n_seeds=4,
-                              seeds=list(range(4)), values=vals, source=sources))
+            lines.append(cell("t", row, "bev_map", measured=sum(vals) / len(vals), measured_std=1.0,
+                              n_seeds=len(vals), seeds=list(range(len(vals))), values=vals, source=sources))
         write_table_csv(tmp_path / "t.csv", lines)
         return report.read_csvs(tmp_path)
 
+    # seed 4 has no KD run: not a pair
     [(tid, row, metric, p)] = report.cpu_pairing(write(cpus), spec)
     assert (tid, row, metric) == ("t", "A", "bev_map")
     assert p["same"] == [0, 1] and p["unknown"] == []
     assert p["cross"] == {("X (CPU AVX512)", "Y (CPU AVX512)"): [2, 3]}
     # same-CPU differences 1.0 and 2.0, cross-CPU differences 0.5 and 0.5
     assert p["same_t"]["n"] == 2 and p["same_t"]["mean"] == pytest.approx(1.5)
+    assert p["same_t"]["ci"][0] == pytest.approx(1.5 - 12.7062 * 0.5, abs=1e-3)
     assert p["cross_t"]["mean"] == pytest.approx(0.5) and p["cross_t"]["sd"] == pytest.approx(0.0)
+    # Welch of the cross against the same differences: (0.5 - 1.5) / sqrt(0 + 0.5 / 2) = -2, df 1
+    t, df, pval = p["split"]
+    assert t == pytest.approx(-2.0) and df == pytest.approx(1.0) and pval == pytest.approx(0.2952, abs=1e-3)
     text = report.cpu_pairing_text(report.read_csvs(tmp_path), spec)
     assert "| t | A | bev_map | seeds 0,1: +1.50 [" in text
-    assert "X (CPU AVX512) / Y (CPU AVX512): 2 | seeds 2,3: +0.50" in text
+    assert "| X (CPU AVX512) / Y (CPU AVX512): 2 | seeds 2,3: +0.50 [+0.50, +0.50] (n=2), p 0.000 | -2.00 (1.0), 0.295 |" in text
+    assert "confounded" not in text
+    # a CPU without its model name is not known; a lone pair shows its difference
+    [(*_, p)] = report.cpu_pairing(write({**cpus, ("A", 1): "", ("no KD", 3): "X"}), spec)
+    assert p["same"] == [0, 3] and p["unknown"] == [1] and p["cross"] == {("X (CPU AVX512)", "Y (CPU AVX512)"): [2]}
+    assert p["split"] is None
+    text = report.cpu_pairing_text(report.read_csvs(tmp_path), spec)
+    assert "Y (CPU AVX512): 1; CPU not kept: 1 | seeds 2: +0.50 (one pair, no interval) | needs 2 pairs" in text
+    # every pair split the same way: the CPU is confounded with the arm, and the section says so
+    text = report.cpu_pairing_text(write(
+        {k: ("X" if k[0] == "A" else "Y") for k in cpus}), spec)
+    assert "| none | X (CPU AVX512) / Y (CPU AVX512): 4 |" in text and "confounded with the arm" in text
+    assert "t / A (bev_map)." in text
     # every pair on one CPU: nothing to say
     assert report.cpu_pairing(write({k: "X" for k in cpus}), spec) == []
     assert report.cpu_pairing_text(report.read_csvs(tmp_path), spec) == ""
