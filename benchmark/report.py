@@ -199,6 +199,23 @@ def _with_specs(tables, all_tables=None):
 PRIMARY_METRICS = ("3d_map", "bev_map", "miou")
 
 
+def kd_partners(spec):
+    """``[(KD row, the no-KD row of its MODEL)]`` of a table's registry entry, in row order: the KD rows
+    a gain is computed for (a row without ``KD`` that is not the ``TEACHER`` is its MODEL's reference)."""
+    base = {r["MODEL"]: r["NAME"] for r in spec["ROWS"] if not r.get("KD") and not r.get("TEACHER")}
+    return [(r["NAME"], base[r["MODEL"]]) for r in spec["ROWS"] if r.get("KD") and r.get("MODEL") in base]
+
+
+def partner_cells(piv, partners):
+    """``(KD row, metric, its CSV line, the no-KD row's line)`` for each pair of :func:`kd_partners` and
+    each of :data:`PRIMARY_METRICS` where both rows have a cell (KD row order, then metric order)."""
+    for row, ref_row in partners:
+        for metric in PRIMARY_METRICS:
+            kd_line, ref = piv.get(row, {}).get(metric), piv.get(ref_row, {}).get(metric)
+            if kd_line and ref:
+                yield row, metric, kd_line, ref
+
+
 def kd_gains(tables, all_tables=None):
     """[(table, row, metric, measured gain, paper gain, welch, paired)] of KD rows vs the same MODEL without
     KD; ``welch`` is :func:`welch_t` of the two measured cells (None without a std on both), ``paired``
@@ -206,22 +223,15 @@ def kd_gains(tables, all_tables=None):
     correction across the KD rows of the table for that metric."""
     gains = []
     for tid, spec, piv in _with_specs(tables, all_tables):
-        base = {r["MODEL"]: r["NAME"] for r in spec["ROWS"] if not r.get("KD") and not r.get("TEACHER")}
-        for r in spec["ROWS"]:
-            if not r.get("KD") or r.get("MODEL") not in base:
-                continue
-            for metric in PRIMARY_METRICS:
-                kd_line, ref = piv.get(r["NAME"], {}).get(metric), piv.get(base[r["MODEL"]], {}).get(metric)
-                if not kd_line or not ref:
-                    continue
-                m = (_f(kd_line["measured"]) - _f(ref["measured"])
-                     if _f(kd_line["measured"]) is not None and _f(ref["measured"]) is not None else None)
-                both = _f(kd_line["paper"]) is not None and _f(ref["paper"]) is not None
-                p = _f(kd_line["paper"]) - _f(ref["paper"]) if both else None
-                w = welch_t(*(_f(line[k]) for line in (kd_line, ref) for k in ("measured", "measured_std", "n_seeds")))
-                pt = paired_t(per_seed(kd_line), per_seed(ref))
-                if m is not None or p is not None:
-                    gains.append((tid, r["NAME"], metric, m, p, w, pt))
+        for row, metric, kd_line, ref in partner_cells(piv, kd_partners(spec)):
+            m = (_f(kd_line["measured"]) - _f(ref["measured"])
+                 if _f(kd_line["measured"]) is not None and _f(ref["measured"]) is not None else None)
+            both = _f(kd_line["paper"]) is not None and _f(ref["paper"]) is not None
+            p = _f(kd_line["paper"]) - _f(ref["paper"]) if both else None
+            w = welch_t(*(_f(line[k]) for line in (kd_line, ref) for k in ("measured", "measured_std", "n_seeds")))
+            pt = paired_t(per_seed(kd_line), per_seed(ref))
+            if m is not None or p is not None:
+                gains.append((tid, row, metric, m, p, w, pt))
     pivots = {tid: piv for tid, _, piv in _with_specs(tables, all_tables)}
     for tid in dict.fromkeys(g[0] for g in gains):
         for metric in PRIMARY_METRICS:
@@ -576,39 +586,34 @@ def cpu_pairing(tables, all_tables=None):
     effect on the score, bias if they have)."""
     out = []
     for tid, spec, piv in _with_specs(tables, all_tables):
-        base = {r["MODEL"]: r["NAME"] for r in spec["ROWS"] if not r.get("KD") and not r.get("TEACHER")}
-        kd_rows = [r["NAME"] for r in spec["ROWS"] if r.get("KD") and r.get("MODEL") in base]
-        repeated = {metric: same_runs_as(piv, kd_rows, metric) for metric in PRIMARY_METRICS}
+        partners = kd_partners(spec)
+        repeated = {metric: same_runs_as(piv, [row for row, _ in partners], metric) for metric in PRIMARY_METRICS}
         found = []
-        for r in spec["ROWS"]:
-            for metric in PRIMARY_METRICS:
-                if r["NAME"] not in kd_rows or r["NAME"] in repeated[metric]:
-                    continue
-                kd_line, ref = piv.get(r["NAME"], {}).get(metric), piv.get(base[r["MODEL"]], {}).get(metric)
-                if not kd_line or not ref:
-                    continue
-                kd_v, ref_v = per_seed(kd_line), per_seed(ref)
-                kd_src, ref_src = per_seed_source(kd_line), per_seed_source(ref)
-                common = sorted(set(kd_v) & set(ref_v))
-                if len(common) < 2:
-                    continue
-                pairs = {"same": [], "cross": {}, "unknown": [], "diffs": {s: kd_v[s] - ref_v[s] for s in common}}
-                for s in common:
-                    a = source_cpu(kd_src[s]) if s in kd_src else None
-                    b = source_cpu(ref_src[s]) if s in ref_src else None
-                    if a is None or b is None:
-                        pairs["unknown"].append(s)
-                    elif a == b:
-                        pairs["same"].append(s)
-                    else:
-                        pairs["cross"].setdefault((a, b), []).append(s)
-                cross = sorted(s for seeds in pairs["cross"].values() for s in seeds)
-                pairs["same_t"] = paired_t({s: kd_v[s] for s in pairs["same"]}, ref_v)
-                pairs["cross_t"] = paired_t({s: kd_v[s] for s in cross}, ref_v)
-                st, ct = pairs["same_t"], pairs["cross_t"]
-                pairs["split"] = (welch_t(ct["mean"], ct["sd"], ct["n"], st["mean"], st["sd"], st["n"])
-                                  if st and ct else None)
-                found.append((tid, r["NAME"], metric, pairs))
+        for row, metric, kd_line, ref in partner_cells(piv, partners):
+            if row in repeated[metric]:
+                continue
+            kd_v, ref_v = per_seed(kd_line), per_seed(ref)
+            kd_src, ref_src = per_seed_source(kd_line), per_seed_source(ref)
+            common = sorted(set(kd_v) & set(ref_v))
+            if len(common) < 2:
+                continue
+            pairs = {"same": [], "cross": {}, "unknown": [], "diffs": {s: kd_v[s] - ref_v[s] for s in common}}
+            for s in common:
+                a = source_cpu(kd_src[s]) if s in kd_src else None
+                b = source_cpu(ref_src[s]) if s in ref_src else None
+                if a is None or b is None:
+                    pairs["unknown"].append(s)
+                elif a == b:
+                    pairs["same"].append(s)
+                else:
+                    pairs["cross"].setdefault((a, b), []).append(s)
+            cross = sorted(s for seeds in pairs["cross"].values() for s in seeds)
+            pairs["same_t"] = paired_t({s: kd_v[s] for s in pairs["same"]}, ref_v)
+            pairs["cross_t"] = paired_t({s: kd_v[s] for s in cross}, ref_v)
+            st, ct = pairs["same_t"], pairs["cross_t"]
+            pairs["split"] = (welch_t(ct["mean"], ct["sd"], ct["n"], st["mean"], st["sd"], st["n"])
+                              if st and ct else None)
+            found.append((tid, row, metric, pairs))
         if any(p["cross"] for *_, p in found):
             out.extend(found)
     return out

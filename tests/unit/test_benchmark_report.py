@@ -372,3 +372,21 @@ def test_cpu_pairing_splits_the_paired_gain_by_where_each_seed_pair_trained(tmp_
     # every pair on one CPU: nothing to say
     assert report.cpu_pairing(write({k: "X" for k in cpus}), spec) == []
     assert report.cpu_pairing_text(report.read_csvs(tmp_path), spec) == ""
+
+
+def test_kd_partners_pair_each_kd_row_with_the_no_kd_row_of_its_model():
+    spec = {"ROWS": [{"NAME": "teacher", "MODEL": "big", "TEACHER": True},
+                     {"NAME": "w/o KD", "MODEL": "small"},
+                     {"NAME": "PD", "MODEL": "small", "KD": "pd"},
+                     {"NAME": "orphan", "MODEL": "other", "KD": "pd"},
+                     {"NAME": "FitNet", "MODEL": "small", "KD": "fitnet"}]}
+    partners = report.kd_partners(spec)
+    assert partners == [("PD", "w/o KD"), ("FitNet", "w/o KD")]
+    piv = {"PD": {"bev_map": {"measured": "1"}, "miou": {"measured": "2"}},
+           "w/o KD": {"bev_map": {"measured": "0"}},
+           "FitNet": {"3d_map": {"measured": "3"}}}
+    # a cell is yielded only where both rows have it, KD rows in order, then 3D / BEV / mIoU
+    assert [(row, metric) for row, metric, *_ in report.partner_cells(piv, partners)] == [("PD", "bev_map")]
+    piv["w/o KD"]["3d_map"] = {"measured": "0"}
+    assert [(row, metric) for row, metric, *_ in report.partner_cells(piv, partners)] == [
+        ("PD", "bev_map"), ("FitNet", "3d_map")]
