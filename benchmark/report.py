@@ -221,8 +221,9 @@ def kd_gains(tables, all_tables=None):
     KD; ``welch`` is :func:`welch_t` of the two measured cells (None without a std on both), ``paired``
     the :func:`paired_t` dict of their per-seed values (None without them) with ``p_holm``, Holm's
     correction across the KD rows of the table for that metric."""
-    gains = []
+    gains, pivots = [], {}
     for tid, spec, piv in _with_specs(tables, all_tables):
+        pivots[tid] = piv
         for row, metric, kd_line, ref in partner_cells(piv, kd_partners(spec)):
             m = (_f(kd_line["measured"]) - _f(ref["measured"])
                  if _f(kd_line["measured"]) is not None and _f(ref["measured"]) is not None else None)
@@ -232,7 +233,6 @@ def kd_gains(tables, all_tables=None):
             pt = paired_t(per_seed(kd_line), per_seed(ref))
             if m is not None or p is not None:
                 gains.append((tid, row, metric, m, p, w, pt))
-    pivots = {tid: piv for tid, _, piv in _with_specs(tables, all_tables)}
     for tid in dict.fromkeys(g[0] for g in gains):
         for metric in PRIMARY_METRICS:
             group = [g for g in gains if g[0] == tid and g[2] == metric and g[6] is not None]
